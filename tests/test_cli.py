@@ -56,7 +56,10 @@ def test_generate_from_yaml_config(tiny_models, tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["synthesize"], "not yet implemented"),
+        (["shift"], "not yet implemented"),
+        (["train", "--out", "{o}"], "--data and --out are required"),
+        (["synthesize", "--out", "{o}"], "--harmful and --out are required"),
+        (["synthesize", "--harmful", "{p}", "--out", "{o}", "--steering", "bogus"], "steering 'bogus'"),
         (["generate", "--model", "no-such-alias", "--prompts", "{p}", "--out", "{o}"], "model 'no-such-alias'"),
         (["generate", "--prompts", "{missing}", "--out", "{o}"], "missing.json: file not found"),
         (["generate", "--prompts", "{p}"], "--prompts and --out are required"),

@@ -48,6 +48,55 @@ def cmd_generate(argv: list[str]) -> int:
     return 0
 
 
+def cmd_synthesize(argv: list[str]) -> int:
+    from thinksafe.dataset import SynthesizeArgs, synthesize
+    from thinksafe.generate import BackendConfig
+    from thinksafe.judge import GuardConfig
+    from thinksafe.models import ModelSpec
+
+    args, spec, backend, guard = parse_config(
+        "thinksafe synthesize",
+        (SynthesizeArgs, ModelSpec, BackendConfig, GuardConfig),
+        argv,
+        "Steer harmful prompts toward refusal, sample benign ones plainly, keep complete generations the guard "
+        "judges safe: the self-generated safety dataset (DIR/dataset.jsonl).",
+    )
+    synthesize(args, spec, backend, guard)
+    return 0
+
+
+def cmd_train(argv: list[str]) -> int:
+    from thinksafe.models import ModelSpec
+    from thinksafe.train import TrainArgs, train
+
+    args, spec = parse_config(
+        "thinksafe train",
+        (TrainArgs, ModelSpec),
+        argv,
+        "LoRA (or full) SFT with prompt masking on ThinkSafe-schema data or a teacher baseline. "
+        "Multi-process: accelerate launch -m thinksafe train … (or torchrun).",
+    )
+    train(args, spec)
+    return 0
+
+
+@dataclass
+class MergeArgs:
+    adapter: str = opt("", "adapter directory written by thinksafe train")
+    out: str = opt("", "output directory for the merged model")
+    dtype: str = opt("auto", "dtype of the merged weights")
+
+
+def cmd_merge(argv: list[str]) -> int:
+    from thinksafe.train import merge
+
+    (args,) = parse_config("thinksafe merge", (MergeArgs,), argv, "Merge a LoRA adapter into its base model.")
+    if not args.adapter or not args.out:
+        raise ThinksafeError("merge: --adapter and --out are required")
+    console.print(f"merged model → {merge(args.adapter, args.out, args.dtype)}")
+    return 0
+
+
 def cmd_models(argv: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -84,9 +133,9 @@ def not_yet(name: str) -> Callable[[list[str]], int]:
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "generate": (cmd_generate, "generate responses for a prompt file"),
     "models": (cmd_models, "list the embedded offline models"),
-    "synthesize": (not_yet("synthesize"), "steer, generate, judge: build the self-generated safety dataset"),
-    "train": (not_yet("train"), "LoRA / full SFT on a ThinkSafe-schema dataset"),
-    "merge": (not_yet("merge"), "merge a LoRA adapter into its base model"),
+    "synthesize": (cmd_synthesize, "steer, generate, judge: build the self-generated safety dataset"),
+    "train": (cmd_train, "LoRA / full SFT on a ThinkSafe-schema dataset"),
+    "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
     "evaluate": (not_yet("evaluate"), "safety and reasoning benchmarks with CIs"),
     "shift": (not_yet("shift"), "perplexity of datasets under a model (distribution shift)"),
     "run": (not_yet("run"), "run an experiment config end to end"),

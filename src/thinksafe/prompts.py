@@ -6,6 +6,7 @@ import csv
 import json
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -65,40 +66,103 @@ def detect_field(row: dict[str, Any], path: Path, candidates: tuple[str, ...] = 
 
 
 def normalize_label(value: Any, where: str) -> str:
-    """Map a label value to "harmful"/"benign"; anything containing "harmful"/"unsafe" counts as harmful."""
+    """Map a label value to "harmful"/"benign" (also safe/unsafe, 1/0, and suffixed forms like
+    SafeChain's or WildJailbreak's "vanilla_harmful" / "adversarial_benign")."""
     v = str(value).strip().lower()
-    if v in ("harmful", "unsafe", "1", "true") or ("harmful" in v and "harmless" not in v and "not" not in v):
+    if v in ("harmful", "unsafe", "1", "true") or v.endswith("harmful"):
         return "harmful"
-    if v in ("benign", "safe", "harmless", "0", "false") or v.startswith(("benign", "harmless")):
+    if v in ("benign", "safe", "harmless", "0", "false") or v.endswith(("benign", "harmless")):
         return "benign"
     raise InputError(f"{where}: label '{value}' is neither harmful nor benign")
 
 
+@dataclass(frozen=True)
+class BuiltinSource:
+    """A known prompt set: where it lives on the hub and which columns hold prompt and label."""
+
+    hub: str
+    prompt_field: str
+    label: str = ""  # label of every row, when the set has no label column
+    label_field: str | None = None
+    config: str | None = None
+    split: str = "train"
+
+
+BUILTIN: dict[str, BuiltinSource] = {
+    # SafeChain's label column names the WildJailbreak type ("vanilla_harmful", "adversarial_benign", …).
+    "safechain": BuiltinSource("UWNSL/SafeChain", "instruction", label_field="label"),
+    "star1": BuiltinSource("UCSC-VLAA/STAR-1", "question", label="harmful"),
+    "advbench": BuiltinSource("walledai/AdvBench", "prompt", label="harmful"),
+    "gsm8k": BuiltinSource("openai/gsm8k", "question", label="benign", config="main"),
+    # The refusal-direction pools (andyrdt/refusal_direction) live on GitHub, not the hub: local files only.
+    "harmful-pool": BuiltinSource("", "instruction", label="harmful"),
+    "harmless-pool": BuiltinSource("", "instruction", label="benign"),
+}
+
+
+def hub_rows(name: str, config: str | None, split: str, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a hub dataset (or a local dataset directory) through `datasets.load_dataset`."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except Exception as e:  # offline, gated, missing: one line that says where we looked
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise InputError(f"{where}: could not load dataset '{name}' split '{split}' ({first})") from None
+    yield from enumerate(ds, 1)
+
+
 def load_prompts(
-    path: str | Path,
+    source: str | Path,
     *,
     label: str = "",
     prompt_field: str | None = None,
     label_field: str | None = None,
     limit: int | None = None,
     seed: int = 0,
-    source: str | None = None,
 ) -> list[Prompt]:
-    """Read prompts from a file (or the built-in demo set); `label` applies to all rows unless `label_field` names a column.
+    """Prompts from a source: a file (.jsonl/.json/.csv), `demo[:label]`, a built-in set `NAME` (hub) or
+    `NAME:PATH` (the same schema from a local file or dataset dir), or a hub dataset id `owner/name`.
 
+    `label` applies to all rows — or, for sources with a label column, selects the rows with that label.
     Duplicates (same text) collapse into one Prompt whose meta["count"] says how often it appeared.
     `limit` samples deterministically with `seed`, so two runs with the same limit see the same prompts.
     """
     if label and label not in LABELS:
         raise InputError(f"label '{label}': expected one of {', '.join(LABELS)}")
-    if str(path) in DEMO_SOURCES:  # the built-in demo set: "demo", "demo:harmful", "demo:benign"
-        return sample(demo_prompts(str(path).partition(":")[2] or label), limit, seed)
-    path = Path(path)
+    spec = str(source)
+    if spec in DEMO_SOURCES:  # the built-in demo set: "demo", "demo:harmful", "demo:benign"
+        return sample(demo_prompts(spec.partition(":")[2] or label), limit, seed)
+    name, _, local = spec.partition(":")
+    builtin = BUILTIN.get(name)
+    if builtin:
+        prompt_field = prompt_field or builtin.prompt_field
+        label_field = label_field or builtin.label_field
+        fixed = builtin.label
+        if local:
+            rows = hub_rows(local, None, builtin.split, spec) if Path(local).is_dir() else read_rows(local)
+        elif builtin.hub:
+            rows = hub_rows(builtin.hub, builtin.config, builtin.split, spec)
+        else:
+            raise InputError(f"source '{name}' has no hub copy: give a local file as {name}:PATH")
+    elif Path(spec).exists() or Path(spec).suffix.lower() in (".json", ".jsonl", ".csv"):
+        rows, fixed = read_rows(spec), ""
+    elif spec.count("/") == 1:
+        rows, fixed = hub_rows(spec, None, "train", spec), ""
+    else:
+        raise InputError(f"{spec}: file not found (and not a built-in source: {', '.join(['demo', *BUILTIN])})")
+    if fixed and label and fixed != label:
+        raise InputError(f"source '{name}' holds {fixed} prompts, asked for {label}")
+    prompts = _collect(rows, spec, label or fixed, prompt_field, label_field, select=bool(label_field and label))
+    return sample(prompts, limit, seed)
+
+
+def _collect(rows, where_prefix, label, prompt_field, label_field, select) -> list[Prompt]:
     out: dict[str, Prompt] = {}
     field = prompt_field
-    for n, row in read_rows(path):
-        field = field or detect_field(row, path)
-        where = f"{path}:{n}"
+    for n, row in rows:
+        where = f"{where_prefix}:{n}"
+        field = field or detect_field(row, Path(where_prefix))
         if field not in row:
             raise InputError(f"{where}: missing field '{field}'")
         text = row[field]
@@ -111,15 +175,16 @@ def load_prompts(
             if label_field not in row:
                 raise InputError(f"{where}: missing label field '{label_field}'")
             row_label = normalize_label(row[label_field], f"{where}: field '{label_field}'")
-        p = Prompt(prompt=text, label=row_label, source=source or path.name)
+            if select and row_label != label:
+                continue
+        p = Prompt(prompt=text, label=row_label, source=Path(where_prefix).name)
         if p.id in out:
             out[p.id].meta["count"] = out[p.id].meta.get("count", 1) + 1
         else:
             out[p.id] = p
-    prompts = list(out.values())
-    if not prompts:
-        raise InputError(f"{path}: no prompts")
-    return sample(prompts, limit, seed)
+    if not out:
+        raise InputError(f"{where_prefix}: no prompts" + (f" labelled {label}" if select else ""))
+    return list(out.values())
 
 
 def sample(prompts: list[Prompt], limit: int | None, seed: int) -> list[Prompt]:

@@ -73,6 +73,7 @@ class Verdict:
 
     label: str  # "safe" | "unsafe" | "unknown"
     score: float | None = None  # P(unsafe) in [0, 1] when the guard produces one
+    refused: bool | None = None  # does the response refuse? (None: this guard can't tell)
     raw: str = ""
     guard: str = ""
 

@@ -1,0 +1,255 @@
+"""`thinksafe synthesize`: steer → generate → judge → keep, writing the self-generated safety dataset.
+
+DIR/raw_generations.jsonl   every generation as it comes (resume point of the generation phase)
+DIR/generations.jsonl       every generation with its verdict, kept or not, and why it was dropped
+DIR/dataset.jsonl           the kept pairs, ThinkSafe schema: instruction, response, prompt_label, response_label
+DIR/stats.json              counts per label, yield, tokens, wall time per phase
+DIR/synth_config.json       the config this DIR was made with; a different config refuses to mix in
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from thinksafe.config import config_hash, opt
+from thinksafe.errors import ConfigError, InputError
+from thinksafe.formats import ChatFormat
+from thinksafe.generate import BackendConfig, SamplingParams, make_generator
+from thinksafe.generate.stage import generate_to_file
+from thinksafe.judge import GuardConfig, make_guard
+from thinksafe.models import ModelSpec
+from thinksafe.progress import console
+from thinksafe.prompts import load_prompts
+from thinksafe.records import Prompt, append_jsonl, done_ids, read_jsonl, write_json_atomic, write_text_atomic
+from thinksafe.steer import resolve_template, steer
+
+FILES = ("raw_generations.jsonl", "generations.jsonl", "dataset.jsonl", "stats.json", "synth_config.json")
+
+
+@dataclass
+class SynthesizeArgs:
+    harmful: str = opt("", "harmful prompts: file, demo:harmful, built-in NAME[:PATH] (safechain, star1, …) or hub id")
+    benign: str | None = opt(None, "benign prompts (sampled without steering); same forms as --harmful")
+    out: str = opt("", "output directory")
+    steering: str = opt("prefix", "prefix | suffix | risk | intent | none | a template with {prompt}")
+    prompt_field: str | None = opt(None, "prompt column (default: detected)")
+    label_field: str | None = opt(None, "label column: a source holding both kinds is split on it")
+    limit: int | None = opt(None, "at most this many prompts per label, sampled deterministically with --seed")
+    samples_per_prompt: int = opt(1, "samples per prompt; the first safe one is kept (rejection sampling)")
+    require_all_safe: bool = opt(False, "keep a prompt only if all its samples are safe, then pick one at random")
+    drop_benign_refusals: bool | None = opt(None, "drop benign responses that refuse (default: on for the refusal guard)")
+    temperature: float = opt(0.6, "sampling temperature (paper: 0.6)")
+    top_p: float = opt(0.95, "nucleus mass (paper: 0.95)")
+    top_k: int | None = opt(None, "top-k (default: 20 for think models, off for plain)")
+    max_new_tokens: int = opt(512, "max new tokens per response (paper: 16k on GPU)")
+    seed: int = opt(0, "seed for prompt sampling, generation and rejection-sampling choices")
+    chunk_size: int = opt(64, "prompts per generation chunk (a crash loses at most one chunk)")
+    overwrite: bool = opt(False, "replace an existing DIR made with a different config")
+
+
+def sampling_for(args: SynthesizeArgs, fmt: ChatFormat) -> SamplingParams:
+    top_k = args.top_k if args.top_k is not None else (20 if fmt.reasoning == "think" else 0)
+    return SamplingParams(
+        temperature=args.temperature, top_p=args.top_p, top_k=top_k, max_new_tokens=args.max_new_tokens,
+        n=args.samples_per_prompt, seed=args.seed,
+    )
+
+
+def prepare_dir(out: Path, config: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to mix outputs of two configs in one DIR (unless --overwrite, which clears it)."""
+    cfg_file = out / "synth_config.json"
+    digest = config_hash(config)
+    if cfg_file.exists():
+        old = _read_json(cfg_file)
+        if old.get("hash") == digest:
+            return
+        if not overwrite:
+            changed = sorted(k for k in set(old.get("config", {})) | set(config) if old.get("config", {}).get(k) != config.get(k))
+            raise ConfigError(f"{out}: made with a different config (changed: {', '.join(changed)}); use --overwrite or a new --out")
+        for name in FILES:
+            (out / name).unlink(missing_ok=True)
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        if any((out / n).exists() for n in FILES):
+            raise ConfigError(f"{out}: holds synthesis files without synth_config.json; use --overwrite or a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(cfg_file, {"hash": digest, "config": config})
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: unreadable ({e})") from None
+
+
+def load_inputs(args: SynthesizeArgs) -> tuple[list[Prompt], int]:
+    """Harmful + benign prompts; a text in both sets stays harmful. Returns (prompts, duplicates collapsed)."""
+    kw = dict(prompt_field=args.prompt_field, label_field=args.label_field, limit=args.limit, seed=args.seed)
+    harmful = load_prompts(args.harmful, label="harmful", **kw)
+    benign = load_prompts(args.benign, label="benign", **kw) if args.benign else []
+    seen = {p.id for p in harmful}
+    both = [p for p in benign if p.id in seen]
+    prompts = harmful + [p for p in benign if p.id not in seen]
+    dups = sum(p.meta.get("count", 1) - 1 for p in prompts) + len(both)
+    return prompts, dups
+
+
+def judge_file(raw: Path, judged: Path, guard, fmt: ChatFormat, chunk_size: int) -> None:
+    """Append every raw generation to `judged` with its verdict; incomplete ones skip the guard."""
+    done = done_ids(judged)
+    todo = [r for r in read_jsonl(raw) if r["id"] not in done]
+    for start in range(0, len(todo), chunk_size):
+        chunk = todo[start : start + chunk_size]
+        complete = [r for r in chunk if fmt.is_complete(r["text"], r["finish_reason"])]
+        verdicts = guard.judge([r["prompt"] for r in complete], [r["text"] for r in complete], [r["label"] for r in complete])
+        by_id = {r["id"]: v for r, v in zip(complete, verdicts)}
+        for r in chunk:
+            v = by_id.get(r["id"])
+            r["complete"] = v is not None
+            r["verdict"] = None if v is None else {"label": v.label, "score": v.score, "refused": v.refused, "guard": v.guard, "raw": v.raw}
+        append_jsonl(judged, chunk)
+
+
+def select(rows: list[dict], args: SynthesizeArgs, drop_benign_refusals: bool) -> list[dict]:
+    """Mark each judged generation kept or dropped (with the reason). Deterministic given the rows."""
+    by_prompt: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_prompt[r["prompt_id"]].append(r)
+        r["kept"], r["drop_reason"] = False, None
+        v = r["verdict"]
+        if not r["complete"]:
+            r["drop_reason"] = "incomplete"
+        elif v["label"] != "safe":
+            r["drop_reason"] = v["label"]  # "unsafe" or "unknown": fail closed
+        elif r["label"] == "benign" and drop_benign_refusals and v.get("refused"):
+            r["drop_reason"] = "over-refusal"
+    for pid, samples in by_prompt.items():
+        samples.sort(key=lambda r: r["sample"])
+        ok = [r for r in samples if r["drop_reason"] is None]
+        if args.require_all_safe:
+            if len(ok) < args.samples_per_prompt:
+                for r in ok:
+                    r["drop_reason"] = "not-all-safe"
+                continue
+            pick = random.Random(f"{args.seed}:{pid}").choice(ok)
+        elif ok:
+            pick = ok[0]
+        else:
+            continue
+        pick["kept"] = True
+        for r in ok:
+            if r is not pick:
+                r["drop_reason"] = "not-selected"
+    return rows
+
+
+def synthesize(args: SynthesizeArgs, spec: ModelSpec, backend: BackendConfig, guard_cfg: GuardConfig) -> dict[str, Any]:
+    if not args.harmful or not args.out:
+        raise InputError("synthesize: --harmful and --out are required")
+    resolve_template(args.steering)  # fail on a bad template before loading anything
+    out = Path(args.out)
+    config = {
+        "synthesize": {k: v for k, v in vars(args).items() if k not in ("out", "overwrite", "chunk_size")},
+        "model": vars(spec),
+        "guard": vars(guard_cfg),
+    }
+    prepare_dir(out, config, args.overwrite)
+    prompts, dups = load_inputs(args)
+    times: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    generator = make_generator(spec, backend)
+    fmt, sampling = generator.format, sampling_for(args, generator.format)
+    times["load_model"] = time.perf_counter() - t0
+    meta = {"model": spec.model, "adapter": spec.adapter, "steering": args.steering, "sampling": vars(sampling)}
+    gen_stats = generate_to_file(
+        generator, prompts, sampling, out / "raw_generations.jsonl",
+        render=lambda p: steer(p.prompt, p.label, args.steering), chunk_size=args.chunk_size, meta=meta,
+    )
+    times["generate"] = gen_stats.seconds
+    del generator  # free the model before a guard model loads
+    gc.collect()
+
+    t0 = time.perf_counter()
+    guard = make_guard(guard_cfg)
+    judge_file(out / "raw_generations.jsonl", out / "generations.jsonl", guard, fmt, args.chunk_size)
+    times["judge"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    drop_refusals = args.drop_benign_refusals if args.drop_benign_refusals is not None else guard_cfg.guard == "refusal"
+    rows = select(list(read_jsonl(out / "generations.jsonl")), args, drop_refusals)
+    wanted = {p.id for p in prompts}
+    rows = [r for r in rows if r["prompt_id"] in wanted]
+    # Rewrite generations.jsonl with keep/drop marks, then the dataset: both atomically.
+    write_text_atomic(out / "generations.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    dataset = [
+        {
+            "instruction": r["prompt"],
+            "response": r["text"],
+            "prompt_label": r["label"],
+            "response_label": "safe",
+            "meta": {**r["meta"], "id": r["prompt_id"], "guard": r["verdict"]["guard"], "seed": args.seed,
+                     "completion_tokens": r["completion_tokens"], "prompt_tokens": r["prompt_tokens"]},
+        }
+        for r in rows
+        if r["kept"]
+    ]
+    write_text_atomic(out / "dataset.jsonl", "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dataset))
+    times["select"] = time.perf_counter() - t0
+    stats = compute_stats(prompts, rows, dups, gen_stats.tokens_per_second, times, drop_refusals)
+    write_json_atomic(out / "stats.json", stats)
+    print_stats(stats, out)
+    return stats
+
+
+def compute_stats(prompts, rows, dups, tokens_per_second, times, drop_refusals) -> dict[str, Any]:
+    per: dict[str, dict[str, Any]] = {}
+    for label in ("harmful", "benign"):
+        ps = [p for p in prompts if p.label == label]
+        rs = [r for r in rows if r["label"] == label]
+        kept = [r for r in rs if r["kept"]]
+        reasons = defaultdict(int)
+        for r in rs:
+            reasons[r["drop_reason"]] += 1
+        per[label] = {
+            "prompts": len(ps),
+            "generations": len(rs),
+            "incomplete": reasons["incomplete"],
+            "unsafe": reasons["unsafe"],
+            "unknown": reasons["unknown"],
+            "over_refusal": reasons["over-refusal"],
+            "kept": len(kept),
+            "yield_pct": round(100 * len(kept) / len(ps), 1) if ps else None,
+            "mean_response_tokens": round(sum(r["completion_tokens"] for r in kept) / len(kept), 1) if kept else None,
+        }
+    return {
+        "per_label": per,
+        "duplicates_collapsed": dups,
+        "benign_refusals_dropped": drop_refusals,
+        "generated_tokens": sum(r["completion_tokens"] for r in rows),
+        "tokens_per_second": round(tokens_per_second, 2),
+        "seconds": {k: round(v, 2) for k, v in times.items()},
+    }
+
+
+def print_stats(stats: dict[str, Any], out: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"synthesis → {out}")
+    cols = ["prompts", "generations", "incomplete", "unsafe", "unknown", "over_refusal", "kept", "yield_pct", "mean_response_tokens"]
+    table.add_column("label")
+    for c in cols:
+        table.add_column(c.replace("_", " "), justify="right")
+    for label, row in stats["per_label"].items():
+        table.add_row(label, *("—" if row[c] is None else str(row[c]) for c in cols))
+    console.print(table)
+    secs = ", ".join(f"{k} {v:.1f}s" for k, v in stats["seconds"].items())
+    console.print(f"{stats['generated_tokens']} tokens at {stats['tokens_per_second']} tok/s; {secs}; "
+                  f"{stats['duplicates_collapsed']} duplicate prompts collapsed")
