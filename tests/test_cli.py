@@ -56,7 +56,8 @@ def test_generate_from_yaml_config(tiny_models, tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["shift"], "not yet implemented"),
+        (["report"], "not yet implemented"),
+        (["shift"], "--data needs at least one dataset"),
         (["train", "--out", "{o}"], "--data and --out are required"),
         (["synthesize", "--out", "{o}"], "--harmful and --out are required"),
         (["synthesize", "--harmful", "{p}", "--out", "{o}", "--steering", "bogus"], "steering 'bogus'"),

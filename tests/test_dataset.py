@@ -58,3 +58,72 @@ def test_require_all_safe_keeps_only_fully_safe_prompts_with_seeded_pick():
     assert not any(out1[f"b-{i}"][0] for i in range(4)) and out1["b-0"][1] == "not-all-safe"
     picks = {next(k for k, (kept, _) in reasons(select(rows(), SynthesizeArgs(samples_per_prompt=4, require_all_safe=True, seed=s), True)).items() if kept) for s in range(12)}
     assert len(picks) > 1  # different seeds pick different samples
+
+
+def run_synth(model_dir, out, **kw):
+    from thinksafe.dataset import synthesize
+    from thinksafe.generate import BackendConfig
+    from thinksafe.judge import GuardConfig
+    from thinksafe.models import ModelSpec
+
+    args = SynthesizeArgs(harmful="demo:harmful", benign="demo:benign", out=str(out), limit=5, max_new_tokens=6,
+                          chunk_size=2, **kw)
+    return synthesize(args, ModelSpec(str(model_dir)), BackendConfig(progress=False), GuardConfig())
+
+
+def lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_synthesize_tiny_end_to_end_files_and_schema(tiny_models, tmp_path):
+    out = tmp_path / "s"
+    stats = run_synth(tiny_models["plain"], out, samples_per_prompt=2)
+    gens = lines(out / "generations.jsonl")
+    assert len(gens) == 20 and all("verdict" in g and "kept" in g for g in gens)
+    assert {g["label"] for g in gens} == {"harmful", "benign"}
+    # generation used the steered prompt for harmful rows, but the stored prompt is the original
+    assert all(not g["prompt"].startswith("The following prompt is harmful") for g in gens)
+    for label in ("harmful", "benign"):
+        s = stats["per_label"][label]
+        assert s["prompts"] == 5 and s["generations"] == 10
+        assert s["incomplete"] + s["unsafe"] + s["unknown"] + s["over_refusal"] <= 10
+    # a random tiny model rarely stops within 6 tokens, so most generations are incomplete and dropped
+    dataset = lines(out / "dataset.jsonl")
+    kept = [g for g in gens if g["kept"]]
+    assert len(dataset) == len(kept)
+    for d in dataset:
+        assert set(d) == {"instruction", "response", "prompt_label", "response_label", "meta"}
+        assert d["response_label"] == "safe" and d["meta"]["steering"] == "prefix"
+    assert json.loads((out / "stats.json").read_text())["per_label"]["harmful"]["prompts"] == 5
+
+
+def test_synthesize_resume_after_crash_gives_same_records(tiny_models, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_synth(tiny_models["plain"], a)
+    run_synth(tiny_models["plain"], b)
+    raw = (b / "raw_generations.jsonl").read_text().splitlines()
+    (b / "raw_generations.jsonl").write_text("\n".join(raw[:3]) + "\n" + raw[3][:25])  # torn mid-line
+    (b / "generations.jsonl").write_text("\n".join((b / "generations.jsonl").read_text().splitlines()[:1]) + "\n")
+    (b / "dataset.jsonl").unlink()
+    run_synth(tiny_models["plain"], b)
+
+    def ids(d, f):
+        return sorted(r["id"] for r in lines(d / f))
+
+    for f in ("raw_generations.jsonl", "generations.jsonl"):
+        assert ids(a, f) == ids(b, f) and len(set(ids(b, f))) == len(ids(b, f))  # none missing, none twice
+    assert [r["id"] for r in lines(a / "generations.jsonl")] == [r["id"] for r in lines(b / "generations.jsonl")]
+    # greedy decoding: the regenerated records are identical too
+    assert lines(a / "dataset.jsonl") == lines(b / "dataset.jsonl")
+
+
+def test_changed_config_refuses_to_mix(tiny_models, tmp_path):
+    from thinksafe.errors import ConfigError
+
+    out = tmp_path / "s"
+    run_synth(tiny_models["plain"], out)
+    with pytest.raises(ConfigError, match="different config \\(changed: synthesize\\)"):
+        run_synth(tiny_models["plain"], out, steering="suffix")
+    stats = run_synth(tiny_models["plain"], out, steering="suffix", overwrite=True)
+    assert stats["per_label"]["harmful"]["prompts"] == 5
+    assert all(g["meta"]["steering"] == "suffix" for g in lines(out / "generations.jsonl"))

@@ -228,3 +228,39 @@ def test_smollm2_finetune_lowers_loss_on_its_examples(tmp_path):
     after = mean_loss(str(tmp_path / "run"))
     assert stats["steps"] == 4
     assert after < before * 0.8, (before, after)
+
+
+def test_merge_gives_the_same_logits_as_base_plus_adapter(tiny_models, tmp_path):
+    from thinksafe.train import merge
+
+    data = write_data(tmp_path / "d.jsonl")
+    out = tmp_path / "run"
+    train(TrainArgs(data=str(data), out=str(out), epochs=2, learning_rate=5e-3, effective_batch_size=2, lora_r=4),
+          ModelSpec(str(tiny_models["plain"])))
+    merged = merge(str(out), str(tmp_path / "merged"))
+    a = load_model(ModelSpec(str(tiny_models["plain"]), adapter=str(out)))
+    b = load_model(ModelSpec(str(merged)))
+    ids = a.tokenizer("Explain photosynthesis.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(a.model(ids).logits, b.model(ids).logits, rtol=1e-4, atol=1e-5)
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+
+
+def test_adapter_for_another_base_is_a_clear_error(tiny_models, tmp_path):
+    from thinksafe.errors import InputError
+    from tiny import build_tiny_model
+
+    data = write_data(tmp_path / "d.jsonl")
+    out = tmp_path / "run"
+    train(TrainArgs(data=str(data), out=str(out), epochs=1, effective_batch_size=4, lora_r=4),
+          ModelSpec(str(tiny_models["plain"])))
+    other = build_tiny_model(tmp_path / "other", "plain")
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"] = 48, 4, 2
+    (other / "config.json").write_text(json.dumps(cfg))
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    wider = Qwen2Config(**{k: v for k, v in cfg.items() if k not in ("architectures", "transformers_version")})
+    Qwen2ForCausalLM(wider).save_pretrained(other)  # same vocabulary, wider layers: LoRA shapes don't fit
+    with pytest.raises(InputError, match="adapter does not fit this base model"):
+        load_model(ModelSpec(str(other), adapter=str(out)))

@@ -97,6 +97,20 @@ def cmd_merge(argv: list[str]) -> int:
     return 0
 
 
+def cmd_shift(argv: list[str]) -> int:
+    from thinksafe.models import ModelSpec
+    from thinksafe.shift import ShiftArgs, shift
+
+    args, spec = parse_config(
+        "thinksafe shift",
+        (ShiftArgs, ModelSpec),
+        argv,
+        "Mean per-token NLL / perplexity of each dataset's responses under the model (distribution shift).",
+    )
+    shift(args, spec)
+    return 0
+
+
 def cmd_models(argv: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -137,7 +151,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "train": (cmd_train, "LoRA / full SFT on a ThinkSafe-schema dataset"),
     "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
     "evaluate": (not_yet("evaluate"), "safety and reasoning benchmarks with CIs"),
-    "shift": (not_yet("shift"), "perplexity of datasets under a model (distribution shift)"),
+    "shift": (cmd_shift, "perplexity of datasets under a model (distribution shift)"),
     "run": (not_yet("run"), "run an experiment config end to end"),
     "report": (not_yet("report"), "write report.md / report.html for a run"),
     "grpo": (not_yet("grpo"), "GRPO baseline with a guard reward"),

@@ -75,9 +75,8 @@ def prepare_dir(out: Path, config: dict[str, Any], overwrite: bool) -> None:
             raise ConfigError(f"{out}: made with a different config (changed: {', '.join(changed)}); use --overwrite or a new --out")
         for name in FILES:
             (out / name).unlink(missing_ok=True)
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        if any((out / n).exists() for n in FILES):
-            raise ConfigError(f"{out}: holds synthesis files without synth_config.json; use --overwrite or a new --out")
+    elif not overwrite and any((out / n).exists() for n in FILES):
+        raise ConfigError(f"{out}: holds synthesis files without synth_config.json; use --overwrite or a new --out")
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cfg_file, {"hash": digest, "config": config})
 
