@@ -177,7 +177,7 @@ def synthesize(args: SynthesizeArgs, spec: ModelSpec, backend: BackendConfig, gu
     gc.collect()
 
     t0 = time.perf_counter()
-    guard = make_guard(guard_cfg)
+    guard = make_guard(guard_cfg, fmt, progress=backend.progress)
     judge_file(out / "raw_generations.jsonl", out / "generations.jsonl", guard, fmt, args.chunk_size)
     times["judge"] = time.perf_counter() - t0
 
