@@ -29,6 +29,7 @@ def tiny_models(tmp_path_factory):
 def tiny64(tmp_path_factory):
     """A float64 tiny model: batched and unbatched greedy decoding agree exactly."""
     import torch
+
     from tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny64") / "m", "plain", dtype=torch.float64)

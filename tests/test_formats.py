@@ -1,7 +1,7 @@
 import pytest
-from tiny import build_tokenizer
 
 from thinksafe.formats import ChatFormat
+from tiny import build_tokenizer
 
 THINK = ChatFormat("think")
 R1 = ChatFormat("think", opens_think=True)

@@ -111,6 +111,12 @@ def cmd_shift(argv: list[str]) -> int:
     return 0
 
 
+def cmd_serve(argv: list[str]) -> int:
+    from thinksafe.serve import cmd_serve as serve
+
+    return serve(argv)
+
+
 def cmd_models(argv: list[str]) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -152,6 +158,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
     "evaluate": (not_yet("evaluate"), "safety and reasoning benchmarks with CIs"),
     "shift": (cmd_shift, "perplexity of datasets under a model (distribution shift)"),
+    "serve": (cmd_serve, "OpenAI-compatible HTTP server for a model (local use)"),
     "run": (not_yet("run"), "run an experiment config end to end"),
     "report": (not_yet("report"), "write report.md / report.html for a run"),
     "grpo": (not_yet("grpo"), "GRPO baseline with a guard reward"),

@@ -50,7 +50,7 @@ class SynthesizeArgs:
     top_k: int | None = opt(None, "top-k (default: 20 for think models, off for plain)")
     max_new_tokens: int = opt(512, "max new tokens per response (paper: 16k on GPU)")
     seed: int = opt(0, "seed for prompt sampling, generation and rejection-sampling choices")
-    chunk_size: int = opt(64, "prompts per generation chunk (a crash loses at most one chunk)")
+    chunk_size: int = opt(256, "prompts planned per generate call (results are written batch by batch)")
     overwrite: bool = opt(False, "replace an existing DIR made with a different config")
 
 
@@ -184,8 +184,8 @@ def synthesize(args: SynthesizeArgs, spec: ModelSpec, backend: BackendConfig, gu
     t0 = time.perf_counter()
     drop_refusals = args.drop_benign_refusals if args.drop_benign_refusals is not None else guard_cfg.guard == "refusal"
     rows = select(list(read_jsonl(out / "generations.jsonl")), args, drop_refusals)
-    wanted = {p.id for p in prompts}
-    rows = [r for r in rows if r["prompt_id"] in wanted]
+    order = {p.id: i for i, p in enumerate(prompts)}  # canonical order: prompt order, then sample
+    rows = sorted((r for r in rows if r["prompt_id"] in order), key=lambda r: (order[r["prompt_id"]], r["sample"]))
     # Rewrite generations.jsonl with keep/drop marks, then the dataset: both atomically.
     write_text_atomic(out / "generations.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     dataset = [

@@ -10,7 +10,7 @@ same backend. Every stage talks to models through this interface only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -21,6 +21,9 @@ from thinksafe.models import ModelSpec
 from thinksafe.records import Completion
 
 Messages = list[dict]
+# Called once per request as soon as all its n completions exist, so stages can write results batch by
+# batch (a crash then loses only the batch in flight).
+OnResult = Callable[[int, list[Completion]], None]
 BACKENDS = ("transformers", "vllm", "openai")
 
 
@@ -61,7 +64,9 @@ class Generator(Protocol):
     format: ChatFormat
     name: str
 
-    def generate(self, requests: Sequence[Messages], sampling: SamplingParams) -> list[list[Completion]]: ...
+    def generate(
+        self, requests: Sequence[Messages], sampling: SamplingParams, on_result: OnResult | None = None
+    ) -> list[list[Completion]]: ...
 
 
 def make_generator(spec: ModelSpec, backend: BackendConfig | None = None) -> Generator:

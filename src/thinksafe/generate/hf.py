@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from transformers import GenerationConfig
 
-from thinksafe.generate import BackendConfig, Messages, SamplingParams
+from thinksafe.generate import BackendConfig, Messages, OnResult, SamplingParams
 from thinksafe.models import LoadedModel, ModelSpec, load_model
 from thinksafe.progress import progress_bar
 from thinksafe.records import Completion
@@ -74,13 +75,17 @@ class HFGenerator:
         )
 
     @torch.inference_mode()
-    def generate(self, requests: Sequence[Messages], sampling: SamplingParams) -> list[list[Completion]]:
+    def generate(
+        self, requests: Sequence[Messages], sampling: SamplingParams, on_result: OnResult | None = None
+    ) -> list[list[Completion]]:
         prompts = [self.encode(m) for m in requests]
         # One work item per (request, sample): n samples are n rows, batched like everything else.
-        items = [(i, k) for i in range(len(prompts)) for k in range(sampling.n)]
+        # Greedy samples are identical, so greedy decodes one row per request and copies it.
+        copies = 1 if sampling.temperature == 0 else sampling.n
+        items = [(i, k) for i in range(len(prompts)) for k in range(copies)]
         lengths = [len(prompts[i]) for i, _ in items]
         batches = plan_batches(lengths, sampling.max_new_tokens, self.backend.token_budget, self.backend.max_batch_size)
-        results: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
+        results: list[list[Completion | None]] = [[None] * copies for _ in prompts]
         gen_config = self.generation_config(sampling)
         torch.manual_seed(sampling.seed)  # batches run in a fixed order, so the seed fixes every sample
         with progress_bar("generate", len(items), enabled=self.backend.progress) as bar:
@@ -90,6 +95,10 @@ class HFGenerator:
                 for j, c in zip(batch, outs):
                     i, k = items[j]
                     results[i][k] = c
+                    if all(x is not None for x in results[i]):
+                        results[i] = [replace(results[i][m % copies]) for m in range(sampling.n)]
+                        if on_result:
+                            on_result(i, results[i])  # type: ignore[arg-type]
                 bar.advance(len(batch), tokens=sum(c.completion_tokens for c in outs))
         return results  # type: ignore[return-value]
 

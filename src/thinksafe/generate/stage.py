@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from thinksafe.generate import Generator, SamplingParams
-from thinksafe.records import Generation, Prompt, append_jsonl, done_ids
+from thinksafe.records import Completion, Generation, Prompt, append_jsonl, done_ids
 
 
 @dataclass
@@ -33,14 +33,15 @@ def generate_to_file(
     *,
     render: Callable[[Prompt], str] = lambda p: p.prompt,
     system: str | None = None,
-    chunk_size: int = 64,
+    chunk_size: int = 256,
     meta: dict[str, Any] | None = None,
 ) -> GenerationStats:
-    """Generate `sampling.n` responses per prompt and append them to `out`, chunk by chunk.
+    """Generate `sampling.n` responses per prompt and append them to `out` as each batch finishes.
 
     `render` turns a prompt into the user message actually sent (steering hooks in here); the record
     keeps the original prompt. Prompts whose id is already in `out` are skipped, so a rerun after a crash
-    continues where it stopped and loses at most the chunk in flight.
+    continues where it stopped and loses at most the batch in flight. `chunk_size` bounds how many
+    prompts one generate call plans batches over.
     """
     out = Path(out)
     done = done_ids(out, key="prompt_id")
@@ -50,26 +51,29 @@ def generate_to_file(
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
         requests = [_messages(render(p), system) for p in chunk]
-        results = generator.generate(requests, sampling)
-        records = [
-            Generation(
-                id=p.id if sampling.n == 1 else f"{p.id}-{k}",
-                prompt_id=p.id,
-                prompt=p.prompt,
-                label=p.label,
-                sample=k,
-                text=c.text,
-                finish_reason=c.finish_reason,
-                prompt_tokens=c.prompt_tokens,
-                completion_tokens=c.completion_tokens,
-                meta=dict(meta or {}),
-            )
-            for p, completions in zip(chunk, results)
-            for k, c in enumerate(completions)
-        ]
-        append_jsonl(out, records)  # all samples of a prompt land in one write: resume is per prompt
-        stats.generations += len(records)
-        stats.completion_tokens += sum(r.completion_tokens for r in records)
+
+        def write(i: int, completions: list[Completion], chunk=chunk) -> None:
+            p = chunk[i]
+            records = [
+                Generation(
+                    id=p.id if sampling.n == 1 else f"{p.id}-{k}",
+                    prompt_id=p.id,
+                    prompt=p.prompt,
+                    label=p.label,
+                    sample=k,
+                    text=c.text,
+                    finish_reason=c.finish_reason,
+                    prompt_tokens=c.prompt_tokens,
+                    completion_tokens=c.completion_tokens,
+                    meta=dict(meta or {}),
+                )
+                for k, c in enumerate(completions)
+            ]
+            append_jsonl(out, records)  # all samples of a prompt in one write: resume is per prompt
+            stats.generations += len(records)
+            stats.completion_tokens += sum(r.completion_tokens for r in records)
+
+        generator.generate(requests, sampling, on_result=write)
     stats.seconds = time.perf_counter() - t0
     return stats
 
