@@ -127,3 +127,22 @@ def test_changed_config_refuses_to_mix(tiny_models, tmp_path):
     stats = run_synth(tiny_models["plain"], out, steering="suffix", overwrite=True)
     assert stats["per_label"]["harmful"]["prompts"] == 5
     assert all(g["meta"]["steering"] == "suffix" for g in lines(out / "generations.jsonl"))
+
+
+@pytest.mark.slow
+def test_qwen_steering_raises_refusal_yield(shared_data, tmp_path):
+    """The ThinkSafe effect on a real model: the prefix makes the model refuse more harmful prompts."""
+    from thinksafe.dataset import synthesize
+    from thinksafe.generate import BackendConfig
+    from thinksafe.judge import GuardConfig
+    from thinksafe.models import EMBEDDED, ModelSpec, embedded_sources
+
+    if embedded_sources(EMBEDDED["qwen2.5-coder-0.5b-instruct"]) is None:
+        pytest.skip("qwen2.5-coder-0.5b-instruct not installed")
+    yields = {}
+    for steering in ("prefix", "none"):
+        args = SynthesizeArgs(harmful=str(shared_data / "pools/harmful_val.json"), out=str(tmp_path / steering),
+                              steering=steering, limit=8, max_new_tokens=64, temperature=0.0)
+        stats = synthesize(args, ModelSpec("qwen2.5-coder-0.5b-instruct"), BackendConfig(progress=False), GuardConfig())
+        yields[steering] = stats["per_label"]["harmful"]["kept"]
+    assert yields["prefix"] > yields["none"], yields

@@ -44,7 +44,6 @@ from thinksafe.records import (
 )
 
 CONFIG_FILE = "eval_config.json"
-WIDTH = max(console.width, 150)  # the paper table has ten columns: don't squeeze it into 80 when piped
 
 
 @dataclass
@@ -62,7 +61,7 @@ class EvaluateArgs:
     max_new_tokens: int = opt(512, "max new tokens per response (CPU preset; the paper allows 16k on GPU)")
     seed: int = opt(0, "seed for --limit sampling, generation and the bootstrap")
     check_timeout: float = opt(DEFAULT_LIMIT, "seconds allowed per answer-equivalence check")
-    bootstrap: int = opt(1000, "bootstrap resamples for the 95% confidence intervals")
+    bootstrap: int = opt(1000, "bootstrap resamples per confidence interval (95 percent, percentile method)")
     chunk_size: int = opt(32, "prompts per generation / judging chunk (a crash loses at most one chunk)")
     overwrite: bool = opt(False, "clear DIR when it was generated with a different model or sampling config")
 
@@ -88,13 +87,13 @@ def evaluate(args: EvaluateArgs, spec: ModelSpec, backend: BackendConfig, guard_
     benches = select(args.benchmarks)
     sampling = {n: sampling_params(args, n) for n in {1, args.samples}}
     out = Path(args.out)
-    generation = {**vars(spec), "backend": backend.backend, **vars(sampling[args.samples])}
-    prepare_dir(out, generation, {**vars(guard_cfg), "check_timeout": args.check_timeout}, args.overwrite)
-    runs = [
+    runs = [  # every benchmark loads before DIR is touched or a model loads: a missing file fails fast
         BenchRun(b, sample(b.load(args.data_dir, include_copyright=args.include_copyright), args.limit, args.seed),
                  out / "raw" / f"{b.name}.jsonl", out / f"{b.name}.jsonl")
         for b in benches
     ]
+    generation = {**vars(spec), "backend": backend.backend, **vars(sampling[args.samples])}
+    prepare_dir(out, generation, {**vars(guard_cfg), "check_timeout": args.check_timeout}, args.overwrite)
     fmt = generate_all(runs, spec, backend, sampling, args)
     score_all(runs, fmt, guard_cfg, args, backend.progress)
     results = {
@@ -334,8 +333,10 @@ def _pct(entry: dict | None) -> str:
 
 
 def print_results(results: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
     from rich.table import Table
 
+    wide = Console(stderr=True, width=max(console.width, 150))  # ten columns: don't squeeze them into 80 when piped
     bench, avg = results["benchmarks"], results["averages"]
     model = results["model"]["model"] + (f" + {results['model']['adapter']}" if results["model"]["adapter"] else "")
     if any(n in bench for n in PAPER_SAFETY + PAPER_REASONING):
@@ -351,7 +352,7 @@ def print_results(results: dict[str, Any], out: Path) -> None:
             table.add_column("Avg", justify="right")
             cells.append(_pct(avg.get(group)))
         table.add_row(*cells)
-        console.print(table, width=WIDTH)
+        wide.print(table)
     detail = Table(title=f"per benchmark → {out}")
     for col in ("benchmark", "metric", "% ± CI", "n", "unknown", "tokens", "seconds"):
         detail.add_column(col, justify="left" if col in ("benchmark", "metric") else "right")
@@ -363,7 +364,7 @@ def print_results(results: dict[str, Any], out: Path) -> None:
             secs = sum(e["seconds"].values()) if label else None
             detail.add_row(label, metric, _pct(entry), str(entry["n"]), str(entry["unknown"]),
                            str(e["tokens"]["completion"]) if label else "", f"{secs:.1f}" if secs is not None else "")
-    console.print(detail, width=WIDTH)
+    wide.print(detail)
 
 
 def cmd_evaluate(argv: list[str]) -> int:

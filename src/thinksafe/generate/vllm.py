@@ -26,7 +26,7 @@ from pathlib import Path
 
 from thinksafe.errors import InputError, MissingDependency
 from thinksafe.formats import ChatFormat
-from thinksafe.generate import BackendConfig, Messages, SamplingParams
+from thinksafe.generate import BackendConfig, Messages, OnResult, SamplingParams
 from thinksafe.models import ModelSpec, load_tokenizer, resolve_model
 from thinksafe.records import Completion
 
@@ -55,6 +55,8 @@ def _on_cpu(spec: ModelSpec) -> bool:
 
 def _setup_cpu_env(tensor_parallel_size: int) -> None:
     """Defaults vLLM-CPU needs, set before the engine starts: its processes read them when spawned."""
+    # Without a fixed KV cache size vLLM reserves gpu_memory_utilization × RAM (0.85 by default) and
+    # refuses to start when that much isn't free.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
     if tensor_parallel_size == 1:
         # vLLM's "auto" binding keeps one core for its scheduler process, half the compute on 2 cores.
@@ -120,7 +122,9 @@ class VLLMGenerator:
         )
         return cls(llm, tokenizer, fmt, spec, backend)
 
-    def generate(self, requests: Sequence[Messages], sampling: SamplingParams) -> list[list[Completion]]:
+    def generate(
+        self, requests: Sequence[Messages], sampling: SamplingParams, on_result: OnResult | None = None
+    ) -> list[list[Completion]]:
         from vllm import SamplingParams as VSamplingParams
 
         if not requests:
@@ -154,6 +158,8 @@ class VLLMGenerator:
                 for c in sorted(out.outputs, key=lambda c: c.index)
             ]
             results.append([replace(samples[0]) for _ in range(sampling.n)] if greedy else samples)
+            if on_result:  # vLLM returns the whole call at once (continuous batching inside)
+                on_result(len(results) - 1, results[-1])
         return results
 
     def close(self) -> None:
