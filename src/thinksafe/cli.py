@@ -111,6 +111,18 @@ def cmd_shift(argv: list[str]) -> int:
     return 0
 
 
+def cmd_evaluate(argv: list[str]) -> int:
+    from thinksafe.evaluate.run import cmd_evaluate as evaluate
+
+    return evaluate(argv)
+
+
+def cmd_grpo(argv: list[str]) -> int:
+    from thinksafe.grpo import cmd_grpo as grpo
+
+    return grpo(argv)
+
+
 def cmd_serve(argv: list[str]) -> int:
     from thinksafe.serve import cmd_serve as serve
 
@@ -156,12 +168,12 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "synthesize": (cmd_synthesize, "steer, generate, judge: build the self-generated safety dataset"),
     "train": (cmd_train, "LoRA / full SFT on a ThinkSafe-schema dataset"),
     "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
-    "evaluate": (not_yet("evaluate"), "safety and reasoning benchmarks with CIs"),
+    "evaluate": (cmd_evaluate, "safety and reasoning benchmarks with CIs"),
     "shift": (cmd_shift, "perplexity of datasets under a model (distribution shift)"),
     "serve": (cmd_serve, "OpenAI-compatible HTTP server for a model (local use)"),
     "run": (not_yet("run"), "run an experiment config end to end"),
     "report": (not_yet("report"), "write report.md / report.html for a run"),
-    "grpo": (not_yet("grpo"), "GRPO baseline with a guard reward"),
+    "grpo": (cmd_grpo, "GRPO baseline with a guard reward"),
 }
 
 

@@ -212,3 +212,34 @@ def select(names: str) -> list[Benchmark]:
     if unknown or not wanted:
         raise ConfigError(f"benchmarks: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(BENCHMARKS)}")
     return [BENCHMARKS[n] for n in wanted]
+
+
+# ---------------------------------------------------------------- the demo's held-out sets (shipped, offline)
+
+
+@dataclass(frozen=True)
+class PackagedBenchmark(Benchmark):
+    """A small set shipped inside thinksafe (`source.local` names a file in thinksafe/resources), so that the
+    demo evaluates with no --data-dir and no hub. Written for thinksafe; not taken from any benchmark."""
+
+    def _rows(self, data_dir: str | Path | None) -> tuple[Iterable[tuple[int, dict]], str]:
+        from importlib import resources
+
+        with resources.as_file(resources.files("thinksafe") / "resources" / self.source.local) as path:
+            return list(_read_local(path)), f"thinksafe/resources/{self.source.local}"
+
+
+def _demo(label: str) -> Callable[[dict], Item | None]:
+    def to_item(row: dict) -> Item | None:
+        return Item(row["prompt"], label, meta={"category": row.get("category", "")}) if row["label"] == label else None
+
+    return to_item
+
+
+BENCHMARKS.update({
+    b.name: b
+    for b in (
+        PackagedBenchmark("demo-harmful", "safety", "Demo harmful", Source("demo_eval.jsonl"), _demo("harmful")),
+        PackagedBenchmark("demo-xstest", "overrefusal", "Demo XSTest-style", Source("demo_eval.jsonl"), _demo("benign")),
+    )
+})
