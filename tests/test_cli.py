@@ -56,7 +56,7 @@ def test_generate_from_yaml_config(tiny_models, tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["report"], "not yet implemented"),
+        (["report", "{o}"], "not a thinksafe run directory"),
         (["shift"], "--data needs at least one dataset"),
         (["train", "--out", "{o}"], "--data and --out are required"),
         (["synthesize", "--out", "{o}"], "--harmful and --out are required"),

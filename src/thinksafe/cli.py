@@ -123,6 +123,18 @@ def cmd_grpo(argv: list[str]) -> int:
     return grpo(argv)
 
 
+def cmd_run(argv: list[str]) -> int:
+    from thinksafe.run import cmd_run as run
+
+    return run(argv)
+
+
+def cmd_report(argv: list[str]) -> int:
+    from thinksafe.report import cmd_report as report
+
+    return report(argv)
+
+
 def cmd_serve(argv: list[str]) -> int:
     from thinksafe.serve import cmd_serve as serve
 
@@ -155,13 +167,6 @@ def cmd_models(argv: list[str]) -> int:
     return 0
 
 
-def not_yet(name: str) -> Callable[[list[str]], int]:
-    def run(argv: list[str]) -> int:
-        raise ThinksafeError(f"thinksafe {name}: not yet implemented")
-
-    return run
-
-
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "generate": (cmd_generate, "generate responses for a prompt file"),
     "models": (cmd_models, "list the embedded offline models"),
@@ -171,8 +176,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "evaluate": (cmd_evaluate, "safety and reasoning benchmarks with CIs"),
     "shift": (cmd_shift, "perplexity of datasets under a model (distribution shift)"),
     "serve": (cmd_serve, "OpenAI-compatible HTTP server for a model (local use)"),
-    "run": (not_yet("run"), "run an experiment config end to end"),
-    "report": (not_yet("report"), "write report.md / report.html for a run"),
+    "run": (cmd_run, "run an experiment config end to end"),
+    "report": (cmd_report, "write report.md / report.html for a run"),
     "grpo": (cmd_grpo, "GRPO baseline with a guard reward"),
 }
 

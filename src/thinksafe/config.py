@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import re
 from dataclasses import field
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,16 @@ def opt(default: Any, help: str, **kw: Any) -> Any:
 
 def _yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not valid UTF-8 ({e.reason})") from None
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -84,12 +91,33 @@ def parse_config(prog: str, types: tuple[type, ...], argv: list[str], descriptio
     """Parse `argv` (and an optional --config YAML) into one instance of each dataclass in `types`."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(types, prog=prog, description=description)
+    # No prefix matching: "--api-key sk-…" must not silently become --api_key_env.
+    parser = HfArgumentParser(types, prog=prog, description=description, allow_abbrev=False)
     parser.add_argument("--config", type=Path, default=None, help="YAML file with any of these options; flags override it")
+
+    def error(message: str):  # argparse would print the whole usage block: one line instead
+        raise ConfigError(f"{prog}: {message} (see {prog} --help)")
+
+    parser.error = error
     pre, _ = parser.parse_known_args(argv) if "--config" in argv else (None, None)
     prefix = yaml_to_argv(pre.config, parser) if pre is not None and pre.config else []
-    out = parser.parse_args_into_dataclasses(prefix + argv)
+    *out, rest = parser.parse_args_into_dataclasses(prefix + argv, return_remaining_strings=True)
+    if rest:  # name the flags only: a stray value may be a secret pasted on the command line
+        flags = [a.split("=", 1)[0] for a in rest if a.startswith("-")]
+        raise ConfigError(f"{prog}: unrecognized arguments: {' '.join(flags) or f'{len(rest)} stray value(s)'} "
+                          f"(see {prog} --help)")
     return tuple(o for o in out if dataclasses.is_dataclass(o))
+
+
+def api_key_from_env(name: str, option: str) -> str:
+    """The API key held by environment variable `name`. Keys are only ever read from the environment: a value
+    that is not a variable name (e.g. a key pasted into --api_key_env) is refused without being echoed."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ConfigError(f"{option} takes the NAME of an environment variable holding the key, not the key itself")
+    key = os.environ.get(name)
+    if not key:
+        raise ConfigError(f"{option}: environment variable {name} is not set")
+    return key
 
 
 def config_dict(*objs: Any) -> dict[str, Any]:

@@ -25,9 +25,17 @@ from thinksafe.generate import BackendConfig, SamplingParams, make_generator
 from thinksafe.generate.stage import generate_to_file
 from thinksafe.judge import GuardConfig, make_guard
 from thinksafe.models import ModelSpec
-from thinksafe.progress import console
+from thinksafe.progress import console, print_table
 from thinksafe.prompts import load_prompts
-from thinksafe.records import Prompt, append_jsonl, done_ids, read_jsonl, write_json_atomic, write_text_atomic
+from thinksafe.records import (
+    Prompt,
+    append_jsonl,
+    done_ids,
+    ensure_dir,
+    read_jsonl,
+    write_json_atomic,
+    write_text_atomic,
+)
 from thinksafe.steer import resolve_template, steer
 
 FILES = ("raw_generations.jsonl", "generations.jsonl", "dataset.jsonl", "stats.json", "synth_config.json")
@@ -66,6 +74,7 @@ def prepare_dir(out: Path, config: dict[str, Any], overwrite: bool) -> None:
     """Refuse to mix outputs of two configs in one DIR (unless --overwrite, which clears it)."""
     cfg_file = out / "synth_config.json"
     digest = config_hash(config)
+    ensure_dir(out)
     if cfg_file.exists():
         old = _read_json(cfg_file)
         if old.get("hash") == digest:
@@ -77,7 +86,6 @@ def prepare_dir(out: Path, config: dict[str, Any], overwrite: bool) -> None:
             (out / name).unlink(missing_ok=True)
     elif not overwrite and any((out / n).exists() for n in FILES):
         raise ConfigError(f"{out}: holds synthesis files without synth_config.json; use --overwrite or a new --out")
-    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cfg_file, {"hash": digest, "config": config})
 
 
@@ -159,8 +167,8 @@ def synthesize(args: SynthesizeArgs, spec: ModelSpec, backend: BackendConfig, gu
         "model": vars(spec),
         "guard": vars(guard_cfg),
     }
+    prompts, dups = load_inputs(args)  # a bad prompt file fails before DIR is touched
     prepare_dir(out, config, args.overwrite)
-    prompts, dups = load_inputs(args)
     times: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -248,7 +256,7 @@ def print_stats(stats: dict[str, Any], out: Path) -> None:
         table.add_column(c.replace("_", " "), justify="right")
     for label, row in stats["per_label"].items():
         table.add_row(label, *("—" if row[c] is None else str(row[c]) for c in cols))
-    console.print(table)
+    print_table(table)
     secs = ", ".join(f"{k} {v:.1f}s" for k, v in stats["seconds"].items())
     console.print(f"{stats['generated_tokens']} tokens at {stats['tokens_per_second']} tok/s; {secs}; "
                   f"{stats['duplicates_collapsed']} duplicate prompts collapsed")

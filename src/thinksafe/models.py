@@ -246,6 +246,9 @@ def load_model(spec: ModelSpec | str, *, with_adapter: bool = True) -> LoadedMod
     from transformers import AutoModelForCausalLM
 
     spec = ModelSpec(spec) if isinstance(spec, str) else spec
+    if spec.adapter and with_adapter and not (Path(spec.adapter) / "adapter_config.json").exists():
+        # fail before the (possibly long) base-model load
+        raise InputError(f"{spec.adapter}: not a PEFT adapter directory (no adapter_config.json)")
     t0 = time.perf_counter()
     path = resolve_model(spec.model)
     device = pick_device(spec.device)
@@ -260,14 +263,14 @@ def load_model(spec: ModelSpec | str, *, with_adapter: bool = True) -> LoadedMod
     return LoadedModel(model, tok, fmt, spec, path, time.perf_counter() - t0)
 
 
-def apply_adapter(model, adapter: str):
+def apply_adapter(model, adapter: str, *, is_trainable: bool = False):
     from peft import PeftModel
 
     cfg = Path(adapter) / "adapter_config.json"
     if not cfg.exists():
         raise InputError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json)")
     try:
-        return PeftModel.from_pretrained(model, adapter)
+        return PeftModel.from_pretrained(model, adapter, is_trainable=is_trainable)
     except (RuntimeError, ValueError) as e:  # shape mismatch: adapter trained on another base model
         first = str(e).strip().splitlines()[0][:200]
         raise InputError(f"{adapter}: adapter does not fit this base model ({first})") from None

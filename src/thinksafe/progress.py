@@ -19,6 +19,11 @@ from rich.progress import (
 console = Console(stderr=True)
 
 
+def print_table(table) -> None:
+    """Print a wide table at >= 150 columns even when stderr is piped (rich would squeeze it into 80)."""
+    Console(stderr=True, width=max(console.width, 150)).print(table)
+
+
 class _Bar:
     def __init__(self, progress: Progress | None, task, unit: str):
         self.progress, self.task, self.unit = progress, task, unit

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from collections.abc import Iterator
@@ -29,9 +30,7 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield from enumerate(read_jsonl(path), 1)  # read_jsonl names file:line on errors
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as e:
-            raise InputError(f"{path}: not valid UTF-8 ({e.reason})") from None
+            data = json.loads(read_utf8(path))
         except json.JSONDecodeError as e:
             raise InputError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
         if isinstance(data, dict):  # {"train": [...]} or {"data": [...]}: take the single list inside
@@ -44,15 +43,24 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise InputError(f"{path}: record {n}: expected an object, got {type(row).__name__}")
             yield n, row
     elif suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(read_utf8(path), newline=""))
         try:
-            with path.open(newline="", encoding="utf-8") as fh:
-                reader = csv.DictReader(fh)
-                for row in reader:
-                    yield reader.line_num, row
-        except UnicodeDecodeError as e:
-            raise InputError(f"{path}: not valid UTF-8 ({e.reason})") from None
+            for row in reader:
+                yield reader.line_num, row
+        except csv.Error as e:
+            raise InputError(f"{path}:{reader.line_num + 1}: malformed CSV ({e})") from None  # the record being read
     else:
         raise InputError(f"{path}: unknown file type '{suffix}' (expected .jsonl, .json or .csv)")
+
+
+def read_utf8(path: Path) -> str:
+    """The file's text; bytes that are not UTF-8 raise InputError naming the file and line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
 
 
 def detect_field(row: dict[str, Any], path: Path, candidates: tuple[str, ...] = PROMPT_FIELDS) -> str:

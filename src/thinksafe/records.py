@@ -89,19 +89,17 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
     """Yield one dict per non-empty line; a bad line raises InputError naming file and line."""
     path = Path(path)
     try:
-        fh = path.open("r", encoding="utf-8")
+        fh = path.open("rb")  # bytes, decoded line by line: a UTF-8 error names its own line
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a file") from None
     with fh:
-        lineno = 0
-        while True:
+        for lineno, raw in enumerate(fh, 1):
             try:
-                line = fh.readline()
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise InputError(f"{path}:{lineno + 1}: not valid UTF-8 ({e.reason})") from None
-            if not line:
-                return
-            lineno += 1
+                raise InputError(f"{path}:{lineno}: not valid UTF-8 ({e.reason})") from None
             if not line.strip():
                 continue
             try:
@@ -167,6 +165,16 @@ def done_ids(path: str | os.PathLike, key: str = "id") -> set[str]:
         return set()
     repair_jsonl(path)
     return {str(r[key]) for r in read_jsonl(path) if key in r}
+
+
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """Create an output directory (and parents); failure is one InputError line, not a traceback."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{path}: cannot create output directory ({e.strerror or e})") from None
+    return path
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

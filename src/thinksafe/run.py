@@ -7,6 +7,16 @@ a small recipe over the stages: `thinksafe` = prompts → synthesize (steered) �
 its data's perplexity under the initial model); `star1` = train on the baseline → evaluate; `initial` =
 evaluate; `grpo` = prompts → grpo → evaluate.
 
+    arms: [initial, thinksafe, star1]       # top-level keys: RunArgs
+    harmful: [demo:harmful]
+    benign: [demo:benign]
+    limit: 24
+    model: {model: qwen2.5-coder-0.5b-instruct}
+    train: {epochs: 2, learning_rate: 2.0e-4}
+    evaluate: {benchmarks: "demo-harmful,demo-xstest", max_new_tokens: 64}
+
+Paths in a config are relative to the working directory (run from the project root).
+
 RUN_DIR/run.json                   the resolved config and the plan: each arm's stages with their dir and key
 RUN_DIR/<arm>/<stage>/             a stage's outputs, exactly as the stage function writes them
 RUN_DIR/<arm>/<stage>/stage.json   the key and config the stage was started with
@@ -42,7 +52,7 @@ import yaml
 
 from thinksafe.config import config_hash, opt
 from thinksafe.dataset import SynthesizeArgs
-from thinksafe.errors import ConfigError, InputError, ThinksafeError
+from thinksafe.errors import ConfigError
 from thinksafe.evaluate.run import EvaluateArgs
 from thinksafe.generate import BackendConfig
 from thinksafe.grpo import GRPOArgs
@@ -61,7 +71,7 @@ class RunArgs:
     """Top-level keys of a run config."""
 
     out: str = opt("", "run directory (default: runs/<config file name>)")
-    arms: list[str] = opt(["initial", "thinksafe"], "arms to compare, in report order (see `thinksafe run --help`)")
+    arms: list[str] = opt(["initial", "thinksafe"], "arms to compare, in report order (the arms are listed below)")
     harmful: list[str] = opt(["demo:harmful"], "harmful training prompt sources, pooled: files, demo:harmful, star1[:PATH], harmful-pool:PATH, …")
     benign: list[str] = opt(["demo:benign"], "benign training prompt sources, pooled (empty list: none)")
     limit: int | None = opt(None, "at most this many training prompts per label, a seeded sample of the pool")
@@ -161,26 +171,19 @@ BASELINE_FIELDS = {"star1": "star1_data", "safechain": "safechain_data", "direct
 # ---------------------------------------------------------------- loading and checking a config
 
 
-def _where_file(path: Path, lines: dict[tuple, int]) -> Callable[[tuple], str]:
-    def where(keys: tuple) -> str:
-        if keys and keys[0] == "--":  # from a command-line flag
-            return "--" + ".".join(keys[1:])
-        for n in range(len(keys), 0, -1):
-            if keys[:n] in lines:
-                return f"{path}:{lines[keys[:n]]}"
-        return str(path)
-
-    return where
-
-
 def _yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[tuple, int]]:
     """The mapping and the line of every key, one level of sections deep."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not valid UTF-8 ({e.reason})") from None
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
     try:
         node, data = yaml.compose(text), yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -199,141 +202,146 @@ def _yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[tuple, int]]:
     return data, lines
 
 
-def _parse_section(cls: type, values: dict[str, Any], where: Callable[[tuple], str], prefix: tuple) -> Any:
-    """A dataclass from a mapping, every key and value checked the way `--config` checks a flat file
-    (config.yaml_to_argv), then parsed by the stage's own flag parser."""
+def _parse_section(cls: type, values: dict[str, Any], loc: Callable[[str], str], section: str = "") -> Any:
+    """A dataclass from a mapping, each key and value checked as `--config` checks a flat file
+    (config.yaml_to_argv), then parsed by the stage's own flag parser, so a key means what its flag means."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser((cls,))
-    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    parser = HfArgumentParser((cls,), allow_abbrev=False)
+
+    def error(message: str):  # not reached after the checks below; never print argparse's usage block
+        raise ConfigError(f"{section or 'config'}: {message}")
+
+    parser.error = error
+    # One action per field: the `--name` one (a default-true bool also has a `--no_name` twin with the same dest).
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.option_strings[0] == f"--{a.dest}"}
     argv: list[str] = []
+    empty: dict[str, list] = {}
     for key, value in values.items():
-        loc = where((*prefix, key))
+        where = loc(key)
         k = str(key).replace("-", "_")
         action = actions.get(k)
         if action is None or k == "help":
-            section = f" in section '{prefix[-1]}'" if prefix and prefix[0] != "--" or len(prefix) > 1 else ""
-            raise ConfigError(f"{loc}: unknown key '{key}'{section}")
+            raise ConfigError(f"{where}: unknown key '{key}'" + (f" in section '{section}'" if section else ""))
         if isinstance(value, dict):
-            raise ConfigError(f"{loc}: key '{key}' takes a value, got a mapping")
+            raise ConfigError(f"{where}: key '{key}' takes a value, got a mapping")
         if isinstance(value, list) and action.nargs not in ("+", "*"):
-            raise ConfigError(f"{loc}: key '{key}' takes one value, got a list")
+            raise ConfigError(f"{where}: key '{key}' takes one value, got a list")
         if value is None:
             continue  # explicit null: keep the default
-        values_ = value if isinstance(value, list) else [value]
+        if value == []:
+            empty[k] = []
+            continue
         is_bool = getattr(action.type, "__name__", "") == "string_to_bool"
-        for v in values_:
+        for v in value if isinstance(value, list) else [value]:
             if isinstance(v, bool) != is_bool:
-                raise ConfigError(f"{loc}: key '{key}': {'expected true/false' if is_bool else 'unexpected true/false'}, got {v!r}")
-            if isinstance(v, (dict, list)):
-                raise ConfigError(f"{loc}: key '{key}': invalid value {v!r}")
+                raise ConfigError(f"{where}: key '{key}': {'expected true/false' if is_bool else 'unexpected true/false'}, got {v!r}")
             try:
+                if isinstance(v, (dict, list)):
+                    raise ValueError
                 converted = action.type(str(v)) if action.type else v
             except Exception:
-                raise ConfigError(f"{loc}: key '{key}': invalid value {v!r}") from None
+                raise ConfigError(f"{where}: key '{key}': invalid value {v!r}") from None
             if action.choices and converted not in action.choices:
-                raise ConfigError(f"{loc}: key '{key}': {v!r} not one of {', '.join(map(str, action.choices))}")
-        if isinstance(value, list) and not value:
-            argv += [action.option_strings[0]]  # nargs='*' takes an empty list
-            continue
-        argv += [action.option_strings[0], *(str(v) for v in values_)]
+                raise ConfigError(f"{where}: key '{key}': {v!r} not one of {', '.join(map(str, action.choices))}")
+        argv += [action.option_strings[0], *(str(v) for v in (value if isinstance(value, list) else [value]))]
     (obj,) = parser.parse_args_into_dataclasses(argv)
-    return obj
+    return replace(obj, **empty) if empty else obj
 
 
 def parse_overrides(argv: list[str]) -> list[tuple[tuple[str, ...], Any]]:
-    """`--section.key value [value …]` / `--key value` flags → (key path, YAML-typed value)."""
+    """`--section.key value [value …]` / `--key value` flags → (key path, value typed as YAML would type it)."""
     out: list[tuple[tuple[str, ...], Any]] = []
     i = 0
     while i < len(argv):
         flag = argv[i]
-        if not flag.startswith("--") or len(flag) == 2:
-            raise ConfigError(f"unexpected argument '{flag}' (options look like --key value or --section.key value)")
+        if not flag.startswith("--") or len(flag) == 2:  # don't echo it: a stray value may be a pasted secret
+            raise ConfigError(f"run: unexpected value at argument {i + 2} (options look like --key value or "
+                              "--section.key value)")
         name, eq, inline = flag[2:].partition("=")
-        j = i + 1
-        vals = [inline] if eq else []
+        j, vals = i + 1, [inline] if eq else []
         while not eq and j < len(argv) and not argv[j].startswith("--"):
             vals.append(argv[j])
             j += 1
         if not vals:
             raise ConfigError(f"{flag}: needs a value")
-        parsed = [yaml.safe_load(v) if v.strip() else v for v in vals]
-        out.append((tuple(name.replace("-", "_").split(".")), parsed[0] if len(parsed) == 1 else parsed))
+        typed = [yaml.safe_load(v) if v.strip() else v for v in vals]
+        out.append((tuple(name.replace("-", "_").split(".")), typed[0] if len(typed) == 1 else typed))
         i = j
     return out
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """A RunConfig from a YAML file (may be None: defaults) and `--section.key value` overrides.
-    Every error names the file and line (or the flag) of the offending key, in one line."""
+    """A RunConfig from a YAML file (None: all defaults) and `--key value` / `--section.key value` overrides.
+    Every error is one line naming the file and line (or the flag) of the offending key."""
     path = Path(path) if path else None
     data, lines = _yaml_with_lines(path) if path else ({}, {})
-    where = _where_file(path or Path("<defaults>"), lines)
-    origin: dict[tuple, tuple] = {}  # key path → where it came from (file keys, or ("--", …) for flags)
-    for key, value in data.items():
-        if isinstance(value, dict):
-            for sk in value:
-                origin[(key, sk)] = (key, sk)
-        origin[(key,)] = (key,)
+    origin = {keys: f"{path}:{line}" for keys, line in lines.items()}
     for keys, value in parse_overrides(overrides or []):
-        if len(keys) == 1:
-            data[keys[0]] = value
-            origin[keys] = ("--", *keys)
-        elif len(keys) == 2:
-            section = data.setdefault(keys[0], {})
+        if len(keys) == 2 and keys[0] in SECTIONS:
+            if data.get(keys[0]) is None:
+                data[keys[0]] = {}
+            section = data[keys[0]]
             if not isinstance(section, dict):
                 raise ConfigError(f"--{'.'.join(keys)}: '{keys[0]}' is not a section")
             section[keys[1]] = value
-            origin[keys] = ("--", *keys)
+        elif len(keys) == 1 and keys[0] not in SECTIONS:
+            data[keys[0]] = value
         else:
-            raise ConfigError(f"--{'.'.join(keys)}: expected --key or --section.key")
+            raise ConfigError(f"--{'.'.join(keys)}: expected --KEY or --SECTION.KEY (sections: {', '.join(SECTIONS)})")
+        origin[keys] = f"--{'.'.join(keys)}"
 
-    def loc(keys: tuple) -> str:
-        return where(origin.get(keys, keys))
+    def loc(*keys: str) -> str:
+        return origin.get(tuple(keys)) or origin.get(tuple(keys[:1])) or str(path or "config")
 
-    top = {f.name for f in dataclasses.fields(RunArgs)}
+    top = [f.name for f in dataclasses.fields(RunArgs)]
     run_values: dict[str, Any] = {}
     sections: dict[str, Any] = {}
     for key, value in data.items():
         k = str(key).replace("-", "_")
         if k in SECTIONS:
-            if value is None:
-                value = {}
+            value = {} if value is None else value
             if not isinstance(value, dict):
-                raise ConfigError(f"{loc((key,))}: section '{key}' takes a mapping of key: value")
+                raise ConfigError(f"{loc(key)}: section '{key}' takes a mapping of key: value")
             for sk in value:
                 if str(sk).replace("-", "_") in RUN_OWNED.get(k, ()):
-                    raise ConfigError(f"{loc((key, sk))}: key '{sk}' in section '{key}' is set by thinksafe run")
-            sections[k] = _parse_section(SECTIONS[k], value, lambda keys, key=key: loc((key, *keys[1:])), (key,))
+                    raise ConfigError(f"{loc(key, sk)}: key '{sk}' in section '{key}' is set by thinksafe run")
+            sections[k] = _parse_section(SECTIONS[k], value, lambda sk, key=key: loc(key, sk), key)
         elif k in top:
             run_values[key] = value
         else:
-            choices = ", ".join([*top, *SECTIONS])
-            raise ConfigError(f"{loc((key,))}: unknown key '{key}' (top-level keys: {choices})")
-    if isinstance(run_values.get("arms"), str):  # --arms a,b or arms: a, b
+            raise ConfigError(f"{loc(key)}: unknown key '{key}' (top-level keys: {', '.join([*top, *SECTIONS])})")
+    if isinstance(run_values.get("arms"), str):  # --arms a,b  or  arms: a, b
         run_values["arms"] = [a.strip() for a in run_values["arms"].split(",") if a.strip()]
-    run = _parse_section(RunArgs, run_values, lambda keys: loc(keys[1:]), ("",))
+    run = _parse_section(RunArgs, run_values, loc)
     cfg = RunConfig(run=run, **sections, file=str(path) if path else "")
-    check(cfg, lambda *keys: loc(keys))
+    check(cfg, loc)
     return cfg
 
 
 def check(cfg: RunConfig, loc: Callable[..., str]) -> None:
     """What the stage parsers don't check, checked before anything runs."""
     from thinksafe.evaluate.benchmarks import select
+    from thinksafe.prompts import BUILTIN
     from thinksafe.steer import resolve_template
 
     run = cfg.run
-    if not run.arms:
-        raise ConfigError(f"{loc('arms')}: no arms")
     unknown = [a for a in run.arms if a not in ARMS]
-    if unknown:
-        raise ConfigError(f"{loc('arms')}: unknown arm '{unknown[0]}'; choose from {', '.join(ARMS)}")
+    if unknown or not run.arms:
+        what = f"unknown arm '{unknown[0]}'" if unknown else "no arms"
+        raise ConfigError(f"{loc('arms')}: {what}; choose from {', '.join(ARMS)}")
     if len(set(run.arms)) != len(run.arms):
         raise ConfigError(f"{loc('arms')}: an arm is listed twice")
     arms = [ARMS[a] for a in run.arms]
-    if any(a.data == "self" or a.grpo for a in arms) and not run.harmful:
-        raise ConfigError(f"{loc('harmful')}: arms {', '.join(a.name for a in arms if a.data == 'self' or a.grpo)} need harmful prompts")
+    need_prompts = [a.name for a in arms if a.data == "self" or a.grpo]
+    if need_prompts and not run.harmful:
+        raise ConfigError(f"{loc('harmful')}: arms {', '.join(need_prompts)} need harmful prompts")
+    for label in ("harmful", "benign") if need_prompts else ():
+        for source in getattr(run, label):
+            name, sep, rest = source.partition(":")
+            path = Path(rest if sep and name in BUILTIN else source)
+            if path.suffix.lower() in (".json", ".jsonl", ".csv") and not path.is_file():
+                raise ConfigError(f"{loc(label)}: {path}: file not found")
     if run.limit is not None and run.limit < 1:
         raise ConfigError(f"{loc('limit')}: must be >= 1")
     if run.rejection_samples < 1:
@@ -341,38 +349,29 @@ def check(cfg: RunConfig, loc: Callable[..., str]) -> None:
     for arm in arms:
         if arm.data in BASELINE_FIELDS:
             key = BASELINE_FIELDS[arm.data]
-            value = getattr(run, key)
-            name, _, local = value.partition(":")
+            name, _, local = getattr(run, key).partition(":")
             if name != arm.data:
-                raise ConfigError(f"{loc(key)}: expected {arm.data} or {arm.data}:PATH, got {value!r}")
+                raise ConfigError(f"{loc(key)}: expected {arm.data} or {arm.data}:PATH, got {getattr(run, key)!r}")
             if local and not Path(local).exists():
                 raise ConfigError(f"{loc(key)}: {local}: file not found")
+        try:
+            resolve_template(arm.synth.get("steering", cfg.synthesize.steering))
+        except ConfigError as e:
+            raise ConfigError(f"{loc('synthesize', 'steering')}: {e}") from None
     try:
         select(cfg.evaluate.benchmarks)
     except ConfigError as e:
         raise ConfigError(f"{loc('evaluate', 'benchmarks')}: {e}") from None
     if cfg.evaluate.judge is not None and cfg.evaluate.judge not in GUARDS:
         raise ConfigError(f"{loc('evaluate', 'judge')}: '{cfg.evaluate.judge}' not one of {', '.join(GUARDS)}")
-    for arm in arms:
-        try:
-            resolve_template(arm.synth.get("steering", cfg.synthesize.steering))
-        except ConfigError as e:
-            raise ConfigError(f"{loc('synthesize', 'steering')}: {e}") from None
     if cfg.train.effective_batch_size % cfg.train.per_device_batch_size:
         raise ConfigError(f"{loc('train', 'effective_batch_size')}: not a multiple of per_device_batch_size")
-    if cfg.train.kl_benign and cfg.train.full or cfg.train.full and "thinksafe+kl" in run.arms:
-        raise ConfigError(f"{loc('train', 'full')}: KL needs LoRA (the reference is the model with adapters off)")
+    if cfg.train.full and (cfg.train.kl_benign or "thinksafe+kl" in run.arms):
+        raise ConfigError(f"{loc('train', 'full')}: the KL term needs LoRA (its reference is the model with adapters off)")
     g = cfg.grpo
     if "grpo" in run.arms and (g.per_device_batch_size * g.gradient_accumulation_steps) % g.num_generations:
         raise ConfigError(f"{loc('grpo', 'num_generations')}: completions per step (batch x accumulation) "
                           f"is not a multiple of num_generations {g.num_generations}")
-    for label in ("harmful", "benign"):
-        for source in getattr(run, label):
-            local = _local_file(source)
-            if local is None and (source.endswith((".json", ".jsonl", ".csv")) or ":" in source and source.split(":")[0] not in ("demo",)):
-                path = source.partition(":")[2] if ":" in source and not Path(source).exists() else source
-                if path and not Path(path).exists() and not path.count("/") == 1:
-                    raise ConfigError(f"{loc(label)}: {path}: file not found")
 
 
 # ---------------------------------------------------------------- stages and the plan
@@ -386,13 +385,19 @@ class Stage:
     key: str
     config: dict[str, Any]  # what the key hashes, besides the keys of `deps`
     deps: list[Stage]
-    work: Callable[[Stage], dict[str, Any]]  # does the work in self.dir, returns ledger counts
+    work: Callable[[Stage, RunConfig], dict[str, Any]]  # does the work in self.dir, returns ledger counts
+    source: str | None = None  # train / shift on a baseline: its source string (hashed with the file's content)
     arms: list[str] = field(default_factory=list)  # arms using it; the first one owns its dir
     dir: Path = Path()
-    status: str = "run"  # cached | resume | run  (then: done)
+    status: str = "run"  # cached | resume | run, then done
 
     def dep(self, kind: str) -> Stage:
         return next(d for d in self.deps if d.kind == kind)
+
+    @property
+    def data(self) -> str:
+        """What train / shift read: the baseline source, or the dir of the stage that made the data."""
+        return self.source or str(self.deps[0].dir)
 
 
 @dataclass
@@ -415,7 +420,7 @@ def _local_file(source: str) -> Path | None:
 
 
 def fingerprint(source: str) -> str | None:
-    """sha256 of the local file a source reads (so an edited file is new input); None for hub/built-ins."""
+    """sha256 of the local file a source reads (an edited file is a new input); None for hub sets and built-ins."""
     path = _local_file(source)
     if path is None:
         return None
@@ -437,18 +442,15 @@ def eval_guard(cfg: RunConfig) -> GuardConfig:
 
 
 def build_plan(cfg: RunConfig, run_dir: Path) -> Plan:
-    run, base = cfg.run, cfg.model
-    spec = asdict(base)
+    """Each arm's stages with their keys; equal keys are one shared stage. Reads no model and no data
+    (only hashes local input files), so a dry run is fast."""
+    run, model = cfg.run, asdict(cfg.model)
     by_key: dict[str, Stage] = {}
     per_arm: dict[str, list[Stage]] = {a: [] for a in run.arms}
-    order: list[Stage] = []
 
-    def stage(arm: str, kind: str, config: dict, deps: list[Stage], work: Callable[[Stage], dict]) -> Stage:
+    def stage(arm: str, kind: str, config: dict, deps: list[Stage], work, source: str | None = None) -> Stage:
         key = config_hash({"stage": kind, "config": config, "deps": {d.kind: d.key for d in deps}})
-        s = by_key.get(key)
-        if s is None:
-            s = by_key[key] = Stage(kind, key, config, deps, work)
-            order.append(s)
+        s = by_key.setdefault(key, Stage(kind, key, config, deps, work, source))
         if arm not in s.arms:
             s.arms.append(arm)
         per_arm[arm].append(s)
@@ -456,61 +458,52 @@ def build_plan(cfg: RunConfig, run_dir: Path) -> Plan:
 
     for name in run.arms:
         arm = ARMS[name]
-        source: Stage | str | None = None  # the training data: a stage dir or a baseline source
-        trained: Stage | None = None
+        made: Stage | None = None  # the stage that made this arm's training data
+        baseline = getattr(run, BASELINE_FIELDS[arm.data]) if arm.data in BASELINE_FIELDS else None
         if arm.data == "self" or arm.grpo:
-            prompts = stage(name, "prompts", {
-                "harmful": {s: fingerprint(s) for s in run.harmful}, "benign": {s: fingerprint(s) for s in run.benign},
-                "limit": run.limit, "seed": run.seed}, [], do_prompts)
+            prompts = stage(name, "prompts", {"harmful": {s: fingerprint(s) for s in run.harmful},
+                                              "benign": {s: fingerprint(s) for s in run.benign},
+                                              "limit": run.limit, "seed": run.seed}, [], do_prompts)
         if arm.data == "self":
             synth = {**_settings(cfg.synthesize, "synthesize"), **arm.synth}
             if arm.rejection:
                 synth["samples_per_prompt"] = run.rejection_samples
-            source = stage(name, "synthesize", {"synthesize": synth, "model": spec, "guard": asdict(cfg.guard),
-                                                "backend": cfg.backend.backend}, [prompts], do_synthesize)
+            made = stage(name, "synthesize", {"synthesize": synth, "model": model, "guard": asdict(cfg.guard),
+                                              "backend": cfg.backend.backend}, [prompts], do_synthesize)
             if arm.strip_reasoning:
-                source = stage(name, "data", {"transform": "strip-harmful-reasoning"}, [source], do_strip)
-        elif arm.data:
-            value = getattr(run, BASELINE_FIELDS[arm.data])
-            source = value
-        if source is not None:
-            data_key = {"baseline": source, "file": fingerprint(source)} if isinstance(source, str) else None
-            deps = [source] if isinstance(source, Stage) else []
-            trained = stage(name, "train", {"train": {**_settings(cfg.train, "train"), **arm.train}, "model": spec,
-                                            "data": data_key}, deps, do_train)
-            trained.config["_source"] = source if isinstance(source, str) else None
+                made = stage(name, "data", {"transform": "empty the think block of harmful examples"}, [made], do_strip)
+        data = {"baseline": baseline, "file": fingerprint(baseline)} if baseline else None
+        trained = None
+        if made or baseline:
+            trained = stage(name, "train", {"train": {**_settings(cfg.train, "train"), **arm.train}, "model": model,
+                                            "data": data}, [made] if made else [], do_train, baseline)
         elif arm.grpo:
-            trained = stage(name, "grpo", {"grpo": _settings(cfg.grpo, "grpo"), "model": spec, "guard": asdict(cfg.guard)},
+            trained = stage(name, "grpo", {"grpo": _settings(cfg.grpo, "grpo"), "model": model, "guard": asdict(cfg.guard)},
                             [prompts], do_grpo)
-        eval_spec = {**spec, "adapter": None if trained else base.adapter}
-        stage(name, "evaluate", {"evaluate": {**_settings(cfg.evaluate, "evaluate"), "judge": None}, "model": eval_spec,
+        stage(name, "evaluate", {"evaluate": {**_settings(cfg.evaluate, "evaluate"), "judge": None},
+                                 "model": {**model, "adapter": None} if trained else model,
                                  "guard": asdict(eval_guard(cfg)), "backend": cfg.backend.backend},
               [trained] if trained else [], do_evaluate)
-        if source is not None:
-            shift_cfg = _settings(cfg.shift, "shift")
-            if cfg.shift.limit is None:  # measure the examples train used
-                shift_cfg.update(limit=cfg.train.limit, seed=cfg.train.seed)
-            stage(name, "shift", {"shift": shift_cfg, "model": spec,
-                                  "data": {"baseline": source, "file": fingerprint(source)} if isinstance(source, str) else None},
-                  [source] if isinstance(source, Stage) else [], do_shift)
-            if isinstance(source, str):
-                per_arm[name][-1].config["_source"] = source
-    for s in order:
-        s.config["_cfg"] = cfg  # not part of the key (hashed above); the work functions read it
-    assign_dirs(order, run_dir)
-    return Plan(run_dir, list(run.arms), order, per_arm)
+        if made or baseline:
+            shift = _settings(cfg.shift, "shift")
+            if cfg.shift.limit is None:  # measure the examples that train used
+                shift.update(limit=cfg.train.limit, seed=cfg.train.seed)
+            stage(name, "shift", {"shift": shift, "model": model, "data": data}, [made] if made else [], do_shift, baseline)
+    stages = list(by_key.values())
+    assign_dirs(stages, run_dir)
+    return Plan(run_dir, list(run.arms), stages, per_arm)
 
 
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
 
 
 def assign_dirs(stages: list[Stage], run_dir: Path) -> None:
-    """Reuse a dir that already holds a stage's key (finished or started); else RUN_DIR/<first arm>/<kind>,
-    or <kind>-<key> when that dir holds another stage this plan still needs."""
+    """A stage goes where its key already is (finished: cached; started: resume); else to
+    RUN_DIR/<first arm>/<kind> (or <kind>-<key> when that dir holds another stage this plan still needs)."""
     found: dict[str, Path] = {}
     for marker in ("done.json", "stage.json"):
         for f in sorted(run_dir.glob(f"*/*/{marker}")):
@@ -521,67 +514,61 @@ def assign_dirs(stages: list[Stage], run_dir: Path) -> None:
     for s in stages:
         if s.key in found and found[s.key] not in claimed:
             s.dir = found[s.key]
-            claimed.add(s.dir)
-    for s in stages:
-        if s.key in found and s.dir == found[s.key]:
             done = _read_json(s.dir / "done.json")
             s.status = "cached" if done and done.get("key") == s.key else "resume"
+            claimed.add(s.dir)
+    for s in stages:
+        if s.status != "run":
             continue
         d = run_dir / s.arms[0] / s.kind
-        if d in claimed:
-            d = run_dir / s.arms[0] / f"{s.kind}-{s.key[:8]}"
-        s.dir, s.status = d, "run"
-        claimed.add(d)
+        s.dir = d if d not in claimed else run_dir / s.arms[0] / f"{s.kind}-{s.key[:8]}"
+        s.status = "run"
+        claimed.add(s.dir)
 
 
 # ---------------------------------------------------------------- the work of each stage
 
 
-def _cfg(s: Stage) -> RunConfig:
-    return s.config["_cfg"]
-
-
-def do_prompts(s: Stage) -> dict[str, Any]:
-    """Pool each label's sources (a text in both sets stays harmful), sample --limit per label."""
+def do_prompts(s: Stage, cfg: RunConfig) -> dict[str, Any]:
+    """Pool each label's sources (a text in both sets stays harmful), then a seeded sample of --limit per label."""
     from thinksafe.prompts import load_prompts, sample
 
-    run = _cfg(s).run
-    pools: dict[str, dict[str, Any]] = {}
+    run = cfg.run
+    harmful_ids: set[str] = set()
     stats: dict[str, Any] = {}
     for label in ("harmful", "benign"):
         pool: dict[str, Any] = {}
         for source in getattr(run, label):
             for p in load_prompts(source, label=label):
-                if label == "benign" and p.id in pools["harmful"]:
-                    continue
-                pool.setdefault(p.id, p)
-        pools[label] = pool
+                if p.id not in harmful_ids:
+                    pool.setdefault(p.id, p)
+        if label == "harmful":
+            harmful_ids = set(pool)
         chosen = sample(list(pool.values()), run.limit, run.seed)
         if chosen:
             rows = [{"prompt": p.prompt, "label": label, "source": p.source} for p in chosen]
             write_text_atomic(s.dir / f"{label}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         stats[label] = {"sources": getattr(run, label), "pool": len(pool), "prompts": len(chosen)}
     write_json_atomic(s.dir / "stats.json", stats)
-    console.print(f"prompts: {stats['harmful']['prompts']} harmful (of {stats['harmful']['pool']}), "
-                  f"{stats['benign']['prompts']} benign (of {stats['benign']['pool']}) → {s.dir}")
+    console.print(f"prompts: {stats['harmful']['prompts']} harmful (pool {stats['harmful']['pool']}), "
+                  f"{stats['benign']['prompts']} benign (pool {stats['benign']['pool']}) → {s.dir}")
     return {}
 
 
-def do_synthesize(s: Stage) -> dict[str, Any]:
+def do_synthesize(s: Stage, cfg: RunConfig) -> dict[str, Any]:
     from thinksafe.dataset import synthesize
 
-    cfg, prompts = _cfg(s), s.dep("prompts").dir
+    prompts = s.dep("prompts").dir
     benign = prompts / "benign.jsonl"
     args = SynthesizeArgs(**{**asdict(cfg.synthesize), **s.config["synthesize"], "harmful": str(prompts / "harmful.jsonl"),
-                             "benign": str(benign) if benign.exists() else None, "out": str(s.dir), "limit": None,
-                             "prompt_field": None, "label_field": None, "overwrite": True})
+                             "benign": str(benign) if benign.exists() else None, "out": str(s.dir), "overwrite": True})
     stats = synthesize(args, cfg.model, cfg.backend, cfg.guard)
     prompt_tokens = sum(r["prompt_tokens"] for r in read_jsonl(s.dir / "generations.jsonl"))
     return {"tokens_generated": stats["generated_tokens"], "tokens_prompt": prompt_tokens}
 
 
 def empty_reasoning(response: str) -> str:
-    """A response with its reasoning removed but the think block kept, empty: the format stays valid."""
+    """The response with its reasoning removed and the think block kept, empty, so the format stays valid."""
     from thinksafe.formats import THINK_CLOSE
     from thinksafe.train.data import strip_think
 
@@ -590,72 +577,61 @@ def empty_reasoning(response: str) -> str:
     return f"<think>\n\n</think>\n\n{strip_think(response, 'answer')}"
 
 
-def do_strip(s: Stage) -> dict[str, Any]:
+def do_strip(s: Stage, cfg: RunConfig) -> dict[str, Any]:
     rows = list(read_jsonl(s.dep("synthesize").dir / "dataset.jsonl"))
     stripped = 0
     for r in rows:
         if r["prompt_label"] == "harmful":
             new = empty_reasoning(r["response"])
             stripped += new != r["response"]
-            r["response"] = new
-            r["meta"] = {**r.get("meta", {}), "reasoning_removed": True}
+            r["response"], r["meta"] = new, {**r.get("meta", {}), "reasoning_removed": True}
     write_text_atomic(s.dir / "dataset.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     write_json_atomic(s.dir / "stats.json", {"examples": len(rows), "harmful_reasoning_removed": stripped})
-    note = "" if stripped else " (none had a think block: a plain model; this arm trains on thinksafe's data)"
+    note = "" if stripped else " (none had a think block: a plain model, so this is thinksafe's data)"
     console.print(f"data: reasoning removed from {stripped} harmful examples{note} → {s.dir}")
     return {}
 
 
-def _data_source(s: Stage) -> str:
-    if s.config.get("_source"):
-        return s.config["_source"]
-    return str(s.deps[0].dir)
-
-
-def do_train(s: Stage) -> dict[str, Any]:
+def do_train(s: Stage, cfg: RunConfig) -> dict[str, Any]:
     from thinksafe.train import train
 
-    cfg = _cfg(s)
-    args = TrainArgs(**{**asdict(cfg.train), **s.config["train"], "data": _data_source(s), "out": str(s.dir), "resume": True})
+    args = TrainArgs(**{**asdict(cfg.train), **s.config["train"], "data": s.data, "out": str(s.dir), "resume": True})
     stats = train(args, cfg.model)
     tokens = round(stats["tokens_per_epoch"] * stats["epochs"])
-    benign_share = stats["benign"] / max(stats["examples"], 1)
+    benign_share = stats["benign"] / max(stats["examples"], 1)  # the KL reference runs on benign examples
     return {"tokens_trained": tokens, "tokens_forward": round(tokens * benign_share) if args.kl_benign else 0,
             "mode": stats["mode"]}
 
 
-def do_grpo(s: Stage) -> dict[str, Any]:
+def do_grpo(s: Stage, cfg: RunConfig) -> dict[str, Any]:
     from thinksafe.grpo import grpo
 
-    cfg, prompts = _cfg(s), s.dep("prompts").dir
+    prompts = s.dep("prompts").dir
     benign = prompts / "benign.jsonl"
     args = GRPOArgs(**{**asdict(cfg.grpo), "prompts": [], "harmful": str(prompts / "harmful.jsonl"),
-                       "benign": str(benign) if benign.exists() else None, "limit": None, "prompt_field": None,
-                       "label_field": None, "out": str(s.dir), "resume": True})
+                       "benign": str(benign) if benign.exists() else None, "out": str(s.dir), "resume": True})
     stats = grpo(args, cfg.model, cfg.guard)
     gen = stats["completion_tokens"]
-    # Policy forward+backward on every completion, plus the frozen reference's forward when beta > 0.
+    # The policy's forward+backward on every completion, and the frozen reference's forward when beta > 0.
     return {"tokens_generated": gen, "tokens_trained": gen, "tokens_forward": gen if args.beta else 0, "mode": "lora"}
 
 
-def do_evaluate(s: Stage) -> dict[str, Any]:
+def do_evaluate(s: Stage, cfg: RunConfig) -> dict[str, Any]:
     from thinksafe.evaluate.run import evaluate
 
-    cfg = _cfg(s)
     args = EvaluateArgs(**{**asdict(cfg.evaluate), "out": str(s.dir), "overwrite": True, "judge": None})
     adapter = str(s.deps[0].dir) if s.deps else cfg.model.adapter
     results = evaluate(args, replace(cfg.model, adapter=adapter), cfg.backend, eval_guard(cfg))
-    bench = results["benchmarks"].values()
-    return {"tokens_generated": sum(b["tokens"]["completion"] for b in bench),
-            "tokens_prompt": sum(b["tokens"]["prompt"] for b in bench)}
+    benches = results["benchmarks"].values()
+    return {"tokens_generated": sum(b["tokens"]["completion"] for b in benches),
+            "tokens_prompt": sum(b["tokens"]["prompt"] for b in benches)}
 
 
-def do_shift(s: Stage) -> dict[str, Any]:
+def do_shift(s: Stage, cfg: RunConfig) -> dict[str, Any]:
     from thinksafe.shift import shift
 
-    cfg = _cfg(s)
-    args = ShiftArgs(**{**asdict(cfg.shift), **s.config["shift"], "data": [_data_source(s)], "out": str(s.dir / "shift.jsonl")})
-    (result,) = shift(args, replace(cfg.model, adapter=cfg.model.adapter))
+    args = ShiftArgs(**{**asdict(cfg.shift), **s.config["shift"], "data": [s.data], "out": str(s.dir / "shift.jsonl")})
+    (result,) = shift(args, cfg.model)
     write_json_atomic(s.dir / "shift.json", result)
     return {"tokens_forward": result["response_tokens"]}
 
@@ -698,8 +674,8 @@ def device_name() -> str:
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
-def ledger_entry(s: Stage, counts: dict[str, Any], wall: float, resumed: bool) -> dict[str, Any]:
-    n = count_params(_cfg(s).model)
+def ledger_entry(s: Stage, cfg: RunConfig, counts: dict[str, Any], wall: float, resumed: bool) -> dict[str, Any]:
+    n = count_params(cfg.model)
     gen, prompt = counts.get("tokens_generated", 0), counts.get("tokens_prompt", 0)
     fwd, trained = counts.get("tokens_forward", 0), counts.get("tokens_trained", 0)
     per_trained = 6 if counts.get("mode") == "full" else 4
@@ -718,7 +694,7 @@ def ledger_entry(s: Stage, counts: dict[str, Any], wall: float, resumed: bool) -
 # ---------------------------------------------------------------- running
 
 
-def run_stage(s: Stage, index: int, total: int) -> None:
+def run_stage(s: Stage, cfg: RunConfig, index: int, total: int) -> None:
     others = f"  (shared with {', '.join(s.arms[1:])})" if len(s.arms) > 1 else ""
     console.rule(f"[bold]stage {index}/{total}: {s.arms[0]} · {s.kind}[/bold]{others}"
                  + ("  [yellow]resuming[/yellow]" if s.status == "resume" else ""))
@@ -729,21 +705,17 @@ def run_stage(s: Stage, index: int, total: int) -> None:
     if not resumed:
         write_json_atomic(s.dir / "stage.json", {"key": s.key, "stage": s.kind, "arms": s.arms,
                                                  "deps": {d.kind: d.key for d in s.deps},
-                                                 "config": _public(s.config),
+                                                 "config": s.config, "source": s.source,
                                                  "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     t0 = time.perf_counter()
-    counts = s.work(s)
+    counts = s.work(s, cfg)
     wall = time.perf_counter() - t0
     gc.collect()
-    write_json_atomic(s.dir / "ledger.json", ledger_entry(s, counts, wall, resumed))
+    write_json_atomic(s.dir / "ledger.json", ledger_entry(s, cfg, counts, wall, resumed))
     write_json_atomic(s.dir / "done.json", {"key": s.key, "stage": s.kind, "arms": s.arms, "wall_seconds": round(wall, 2),
                                             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     s.status = "done"
     console.print(f"[green]✓[/green] {s.kind} for {', '.join(s.arms)} in {wall:.1f}s → {s.dir}")
-
-
-def _public(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
 def write_run_json(plan: Plan, cfg: RunConfig) -> None:
@@ -765,12 +737,15 @@ def default_out(cfg: RunConfig) -> Path:
     return Path("runs") / (Path(cfg.file).stem if cfg.file else "run")
 
 
+def plan_summary(plan: Plan) -> str:
+    c = plan.counts()
+    return f"{c['run']} stages to run, {c['resume']} to resume, {c['cached']} cached"
+
+
 def plan_table(plan: Plan):
     from rich.table import Table
 
-    counts = plan.counts()
-    table = Table(title=f"plan → {plan.run_dir}  ({counts['run']} to run, {counts['resume']} to resume, "
-                        f"{counts['cached']} cached)")
+    table = Table(title=f"plan → {plan.run_dir}", caption=plan_summary(plan))
     for col in ("arm", "stage", "status", "key", "dir"):
         table.add_column(col)
     label = {"cached": "[green]cached[/green]", "resume": "[yellow]resume[/yellow]", "run": "[bold]to run[/bold]",
@@ -788,7 +763,7 @@ def run(cfg: RunConfig, *, dry_run: bool = False) -> Plan:
     plan = build_plan(cfg, run_dir)
     from rich.console import Console
 
-    out = Console(width=max(console.width, 120))
+    out = Console(width=max(console.width, 160))  # wide tables: don't squeeze them into 80 columns when piped
     if dry_run:
         out.print(plan_table(plan))
         return plan
@@ -799,7 +774,7 @@ def run(cfg: RunConfig, *, dry_run: bool = False) -> Plan:
     todo = [s for s in plan.stages if s.status != "cached"]
     t0 = time.perf_counter()
     for i, s in enumerate(todo, 1):
-        run_stage(s, i, len(todo))
+        run_stage(s, cfg, i, len(todo))
     write_run_json(plan, cfg)
     console.print(f"run finished in {time.perf_counter() - t0:.0f}s ({len(todo)} stages run, "
                   f"{len(plan.stages) - len(todo)} cached) → {run_dir}")
@@ -850,13 +825,7 @@ def cmd_run(argv: list[str]) -> int:
     rest = [a for a in argv if a not in ("--dry-run", "--dry_run")]
     if rest[0].startswith("--"):
         raise ConfigError("run: the config file comes first: thinksafe run CONFIG.yaml [flags]")
-    cfg = load_config(rest[0], rest[1:])
-    try:
-        run(cfg, dry_run=dry_run)
-    except ThinksafeError:
-        raise
-    except (OSError, InputError) as e:
-        raise InputError(str(e)) from None
+    run(load_config(rest[0], rest[1:]), dry_run=dry_run)
     return 0
 
 

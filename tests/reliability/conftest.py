@@ -26,3 +26,38 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def foreign_adapter(tmp_path_factory):
+    """A LoRA adapter trained on another base model (hidden size 48, not 32): it must not load on ours."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from tiny import build_tokenizer
+
+    tok = build_tokenizer("plain")
+    torch.manual_seed(1)
+    base = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True))
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    path = tmp_path_factory.mktemp("foreign") / "adapter"
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def short_guard_timeout(monkeypatch):
+    """The guard's server client with a short timeout and no retries (the defaults: 120 s, 3 retries)."""
+    from reliability_kit import TIMEOUT
+
+    from thinksafe.judge import judge_model, llama_guard
+
+    real = llama_guard.openai_client
+
+    def quick(cfg, timeout=120.0):
+        return real(cfg, timeout=TIMEOUT).with_options(max_retries=0)
+
+    monkeypatch.setattr(llama_guard, "openai_client", quick)
+    monkeypatch.setattr(judge_model, "openai_client", quick)

@@ -61,8 +61,9 @@ def build_stopping_model(path: Path, eos_scale: float = 30.0) -> Path:
     of its responses end within a few tokens, so the guard, the keep/drop rules and dataset.jsonl see real rows
     (an unscaled random model almost never stops, and every generation is dropped as incomplete)."""
     import torch
-    from tiny import build_tiny_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tiny import build_tiny_model
 
     build_tiny_model(path, "plain")
     tok = AutoTokenizer.from_pretrained(path)
@@ -182,6 +183,8 @@ def kill_when(cmd: list[str], progress: Callable[[], int], target: int, *, env: 
 
 
 # ---------------------------------------------------------------- an OpenAI-compatible stub server
+
+TIMEOUT = 0.5  # seconds: the guard client's per-request timeout in tests (stub servers that hang sleep longer)
 
 
 def chat_reply(content: str | None, logprobs: list[tuple[str, list[tuple[str, float]]]] | None = None,

@@ -2,7 +2,9 @@
 points, rerun the same command, and compare with an uninterrupted run: the same record ids, none missing,
 none duplicated, every line valid JSON.
 
-A kill point is "the output files hold k lines" (polled every few ms), with k drawn from a seeded RNG.
+A kill point is "the output files hold k lines" (polled every few ms), with k drawn from a seeded RNG. Results
+are appended as they come (a prompt's samples together), at most four rows decoded at once, so the files grow
+a few lines at a time and every k is reachable.
 
 Default run: one chain per command — kill, resume and kill again at a later point, five times, then let the
 last resume finish — so five distinct kill points cost six process starts. After every kill the files are
@@ -28,7 +30,8 @@ KILLS = 5
 def synth_cmd(model: Path, out: Path) -> list[str]:
     return thinksafe_cmd(
         "synthesize", "--model", model, "--harmful", "demo:harmful", "--benign", "demo:benign", "--limit", 20,
-        "--samples-per-prompt", 2, "--max-new-tokens", 8, "--chunk-size", 2, "--seed", 3, "--out", out,
+        "--samples-per-prompt", 2, "--max-new-tokens", 8, "--chunk-size", 40, "--max_batch_size", 4, "--seed", 3,
+        "--out", out,
         "--no_progress",
     )
 
@@ -45,7 +48,8 @@ BENCHES = ("strongreject", "xstest", "gsm8k")
 def eval_cmd(model: Path, data: Path, out: Path) -> list[str]:
     return thinksafe_cmd(
         "evaluate", "--model", model, "--data-dir", data, "--benchmarks", ",".join(BENCHES), "--samples", 2,
-        "--max-new-tokens", 8, "--chunk-size", 2, "--bootstrap", 50, "--out", out, "--no_progress",
+        "--max-new-tokens", 8, "--chunk-size", 16, "--max_batch_size", 4, "--bootstrap", 50, "--out", out,
+        "--no_progress",
     )
 
 

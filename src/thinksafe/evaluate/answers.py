@@ -12,9 +12,10 @@ Equivalence: plain numbers compare exactly as fractions ("1,234", "$18", "18 dol
 Model text is never eval'd or sympified here. math-verify's plain-expression extractor runs sympy's
 `parse_expr` (an eval), so only its LaTeX extractor is used. One SIGALRM timer covers the whole check (gold
 parse, answer parse, verify) and raises a BaseException, which library code catching `Exception` cannot
-swallow; math-verify's own timeouts are off because they are whole seconds, apply per parse and per
-comparison (a check could run 3x the limit), and raise an ordinary Exception. SIGALRM only works in the
-main thread, so checks from another thread raise RuntimeError.
+swallow — and past the limit it repeats every 50 ms, in case a bare `except:` or a gc callback swallowed it.
+math-verify's own timeouts are off because they are whole seconds, apply per parse and per comparison (a
+check could run 3x the limit), and raise an ordinary Exception. SIGALRM only works in the main thread, so
+checks from another thread raise RuntimeError.
 """
 
 from __future__ import annotations
@@ -155,14 +156,24 @@ class CheckTimeout(BaseException):
     """Raised by `time_limit`; a BaseException so that `except Exception` in library code lets it through."""
 
 
+REARM = 0.05  # seconds between repeated alarms once the limit has passed
+
+
 @contextmanager
 def time_limit(seconds: float):
-    """Interrupt the block after `seconds` (SIGALRM, main thread). Restores any timer that was running."""
+    """Interrupt the block after `seconds` (SIGALRM, main thread). Restores any timer that was running.
+
+    Once the limit has passed, the alarm repeats every REARM seconds until the block has exited: a CheckTimeout
+    raised where Python swallows exceptions (a gc callback, a __del__, a bare `except:`) is raised again.
+    """
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("answer checks must run in the main thread (their time limit uses SIGALRM)")
+    active = [True]
 
     def on_alarm(signum, frame):
-        raise CheckTimeout
+        if active[0]:
+            signal.setitimer(signal.ITIMER_REAL, REARM)
+            raise CheckTimeout
 
     old_handler = signal.signal(signal.SIGALRM, on_alarm)
     old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -170,12 +181,16 @@ def time_limit(seconds: float):
     try:
         yield
     finally:
-        try:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        finally:  # runs even if the alarm fires right before the timer is cleared
-            signal.signal(signal.SIGALRM, old_handler if old_handler is not None else signal.SIG_DFL)
-            if old_delay:  # e.g. pytest-timeout's alarm: give it back what is left
-                signal.setitimer(signal.ITIMER_REAL, max(old_delay - (time.monotonic() - t0), 1e-3), old_interval)
+        while True:  # an alarm landing inside this clean-up is dropped and the clean-up redone
+            try:
+                active[0] = False  # from here on the handler ignores alarms
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, old_handler if old_handler is not None else signal.SIG_DFL)
+                if old_delay:  # e.g. pytest-timeout's alarm: give it back what is left
+                    signal.setitimer(signal.ITIMER_REAL, max(old_delay - (time.monotonic() - t0), 1e-3), old_interval)
+                break
+            except CheckTimeout:
+                continue
 
 
 def equivalent(answer: str, gold: str, limit: float = DEFAULT_LIMIT) -> tuple[bool, str]:

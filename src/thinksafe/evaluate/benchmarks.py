@@ -8,6 +8,7 @@ WildGuardTest, GPQA) read a local copy with the hub's schema from the path named
 from __future__ import annotations
 
 import csv
+import io
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from thinksafe.errors import ConfigError, InputError
-from thinksafe.prompts import read_rows
+from thinksafe.prompts import read_rows, read_utf8
 from thinksafe.records import Prompt, prompt_id
 
 Kind = Literal["safety", "overrefusal", "reasoning"]
@@ -106,10 +107,13 @@ def _read_local(path: Path) -> Iterator[tuple[int, dict]]:
     if path.suffix.lower() != ".tsv":
         yield from read_rows(path)
         return
-    with path.open(newline="", encoding="utf-8") as fh:  # WildJailbreak ships its eval set as TSV
-        reader = csv.DictReader(fh, delimiter="\t")
+    # WildJailbreak ships its eval set as TSV
+    reader = csv.DictReader(io.StringIO(read_utf8(path), newline=""), delimiter="\t")
+    try:
         for row in reader:
             yield reader.line_num, row
+    except csv.Error as e:
+        raise InputError(f"{path}:{reader.line_num + 1}: malformed TSV ({e})") from None
 
 
 # ---------------------------------------------------------------- rows → items

@@ -28,7 +28,7 @@ from thinksafe.evaluate.benchmarks import BENCHMARKS, PAPER_REASONING, PAPER_SAF
 from thinksafe.evaluate.stats import summarize
 from thinksafe.formats import ChatFormat
 from thinksafe.generate import BackendConfig, SamplingParams, make_generator
-from thinksafe.generate.stage import generate_to_file
+from thinksafe.generate.stage import drop_partial, generate_to_file
 from thinksafe.judge import GUARDS, GuardConfig, make_guard
 from thinksafe.judge.refusal import is_refusal
 from thinksafe.models import ModelSpec, load_tokenizer
@@ -37,10 +37,9 @@ from thinksafe.prompts import sample
 from thinksafe.records import (
     append_jsonl,
     done_ids,
+    ensure_dir,
     read_jsonl,
-    repair_jsonl,
     write_json_atomic,
-    write_text_atomic,
 )
 
 CONFIG_FILE = "eval_config.json"
@@ -138,6 +137,7 @@ def prepare_dir(out: Path, generation: dict[str, Any], scoring: dict[str, Any], 
     """Never mix generations of two configs in one DIR. A new judge or check limit only re-scores: the
     scored files derive from the raw generations, which stay valid."""
     cfg_file = out / CONFIG_FILE
+    ensure_dir(out)
     if cfg_file.exists():
         try:
             old = json.loads(cfg_file.read_text(encoding="utf-8"))
@@ -188,18 +188,6 @@ def generate_all(runs: list[BenchRun], spec: ModelSpec, backend: BackendConfig,
     del generator  # free the model before a guard model loads
     gc.collect()
     return fmt
-
-
-def drop_partial(raw: Path, n: int) -> None:
-    """A torn write can keep some of a prompt's n samples, and generate_to_file counts a prompt with any
-    sample as done: rewrite the file without such prompts so that they are generated again."""
-    if not raw.exists():
-        return
-    repair_jsonl(raw)
-    rows = list(read_jsonl(raw))
-    counts = Counter(g["prompt_id"] for g in rows)
-    if any(c < n for c in counts.values()):
-        write_text_atomic(raw, "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in rows if counts[g["prompt_id"]] >= n))
 
 
 # ---------------------------------------------------------------- scoring

@@ -47,7 +47,13 @@ class SamplingParams:
 class BackendConfig:
     backend: Literal["transformers", "vllm", "openai"] = opt("transformers", "generation backend")
     token_budget: int = opt(16384, "transformers: max tokens per batch, rows x (prompt + new tokens)")
-    max_batch_size: int = opt(64, "transformers: max rows per batch")
+    max_batch_size: int = opt(64, "transformers: max rows per batch (continuous: max requests decoded at once)")
+    hf_engine: Literal["continuous", "padded"] = opt(
+        "padded",
+        "transformers: continuous (continuous batching on a paged KV cache: a finished request frees its slot at "
+        "once and its result is written as it finishes, token_budget = KV cache tokens) | padded (left-padded "
+        "batches, each runs until its longest row ends)",
+    )
     tensor_parallel_size: int = opt(1, "vllm: GPUs per model")
     gpu_memory_utilization: float = opt(0.85, "vllm: share of GPU memory to use")
     enforce_eager: bool = opt(False, "vllm: skip graph compilation (faster start, slower decode)")

@@ -1,7 +1,20 @@
-"""transformers backend: real batching with left padding, length-sorted batches sized by a token budget."""
+"""transformers backend, two engines (BackendConfig.hf_engine).
+
+`continuous` (default): transformers' continuous batching (`init_continuous_batching`) on a paged KV cache.
+A request that finishes frees its slot for the next one at once, and its result is handed to `on_result`
+as soon as all its samples are done, so results arrive out of order.
+`padded`: length-sorted, left-padded batches sized by a token budget, each run by `model.generate` until
+its longest row ends.
+
+Both give the same greedy text (tests/test_generate_hf.py). With sampling, each engine is reproducible
+on its own (same seed + same inputs = same outputs) but the two draw different samples.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -13,8 +26,18 @@ from thinksafe.models import LoadedModel, ModelSpec, load_model
 from thinksafe.progress import progress_bar
 from thinksafe.records import Completion
 
+log = logging.getLogger(__name__)
+
 # End-of-turn tokens of common chat templates; whichever exist in the vocabulary stop generation.
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<｜end▁of▁sentence｜>", "</s>")
+
+# Continuous batching: KV cache page (tokens), and query tokens per forward step (longer prompts are
+# prefilled in chunks). Both measured on CPU, see benchmarks/hf_engines.py.
+CB_PAGE_SIZE = 64
+CB_STEP_TOKENS = 512
+# Logits processors continuous batching applies per row exactly like `generate`; anything else (e.g. a
+# repetition penalty from the model's generation_config) needs the full history, so those runs use `padded`.
+_CB_PROCESSORS = {"TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper"}
 
 
 def stop_token_ids(tokenizer, model) -> list[int]:
@@ -74,11 +97,39 @@ class HFGenerator:
             pad_token_id=self.tokenizer.pad_token_id,
         )
 
+    def completion(self, prompt_tokens: int, toks: list[int]) -> Completion:
+        """New tokens → Completion: text up to the first stop token, 'stop' if one came, else 'length'."""
+        stops = set(self.stop_ids)
+        end = next((t for t, tok in enumerate(toks) if tok in stops), None)
+        body = toks if end is None else toks[:end]
+        text = self.tokenizer.decode(body, skip_special_tokens=True)
+        return Completion(
+            text=self.format.normalize(text),
+            finish_reason="length" if end is None else "stop",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(body) + (end is not None),  # the stop token was generated too
+        )
+
     @torch.inference_mode()
     def generate(
         self, requests: Sequence[Messages], sampling: SamplingParams, on_result: OnResult | None = None
     ) -> list[list[Completion]]:
         prompts = [self.encode(m) for m in requests]
+        if not prompts:
+            return []
+        gen_config = self.generation_config(sampling)
+        if self.backend.hf_engine == "continuous":
+            why_not = self.continuous_unsupported(gen_config)
+            if why_not is None:
+                return self._generate_continuous(prompts, sampling, gen_config, on_result)
+            log.warning("continuous batching unavailable (%s): using the padded engine", why_not)
+        return self._generate_padded(prompts, sampling, gen_config, on_result)
+
+    # ------------------------------------------------------------------------------------------- padded
+
+    def _generate_padded(
+        self, prompts: list[list[int]], sampling: SamplingParams, gen_config: GenerationConfig, on_result: OnResult | None
+    ) -> list[list[Completion]]:
         # One work item per (request, sample): n samples are n rows, batched like everything else.
         # Greedy samples are identical, so greedy decodes one row per request and copies it.
         copies = 1 if sampling.temperature == 0 else sampling.n
@@ -86,7 +137,6 @@ class HFGenerator:
         lengths = [len(prompts[i]) for i, _ in items]
         batches = plan_batches(lengths, sampling.max_new_tokens, self.backend.token_budget, self.backend.max_batch_size)
         results: list[list[Completion | None]] = [[None] * copies for _ in prompts]
-        gen_config = self.generation_config(sampling)
         torch.manual_seed(sampling.seed)  # batches run in a fixed order, so the seed fixes every sample
         with progress_bar("generate", len(items), enabled=self.backend.progress) as bar:
             for batch in batches:
@@ -111,19 +161,84 @@ class HFGenerator:
         out = self.model.generate(
             input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=gen_config
         )
-        new = out[:, width:].tolist()
-        stops = set(self.stop_ids)
-        completions = []
-        for r, toks in zip(rows, new):
-            end = next((t for t, tok in enumerate(toks) if tok in stops), None)
-            body = toks if end is None else toks[:end]
-            text = self.tokenizer.decode(body, skip_special_tokens=True)
-            completions.append(
-                Completion(
-                    text=self.format.normalize(text),
-                    finish_reason="length" if end is None else "stop",
-                    prompt_tokens=len(r),
-                    completion_tokens=len(body) + (end is not None),  # the stop token was generated too
-                )
-            )
-        return completions
+        return [self.completion(len(r), toks) for r, toks in zip(rows, out[:, width:].tolist())]
+
+    # --------------------------------------------------------------------------------------- continuous
+
+    def _cb_model(self):
+        """The transformers model that runs continuous batching (a PEFT wrapper's base, LoRA layers included)."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    def continuous_unsupported(self, gen_config: GenerationConfig) -> str | None:
+        """Why continuous batching can't reproduce `generate` for this model and config, or None if it can."""
+        model = self._cb_model()
+        if not hasattr(model, "init_continuous_batching"):
+            return f"{type(model).__name__} has no continuous batching"
+        # The config `generate` really runs: ours, completed by the model's generation_config defaults.
+        merged = model._prepare_generation_config(gen_config)[0]
+        with warnings.catch_warnings():  # e.g. "repetition_penalty without input_ids": we only list them
+            warnings.simplefilter("ignore")
+            others = {type(p).__name__ for p in model._get_logits_processor(merged)} - _CB_PROCESSORS
+        if others:
+            return f"the generation config needs {', '.join(sorted(others))}"
+        return None
+
+    def continuous_config(self, prompts: list[list[int]], sampling: SamplingParams):
+        """Paged-cache sizes: token_budget KV tokens (at least one whole request), max_batch_size requests per step."""
+        from transformers import ContinuousBatchingConfig
+
+        longest = max(map(len, prompts)) + sampling.max_new_tokens
+        cache_tokens = max(self.backend.token_budget, longest + CB_PAGE_SIZE)
+        return ContinuousBatchingConfig(
+            page_size=CB_PAGE_SIZE,
+            num_blocks=math.ceil(cache_tokens / CB_PAGE_SIZE) + 1,
+            max_batch_tokens=max(CB_STEP_TOKENS, self.backend.max_batch_size),
+            max_requests_per_batch=self.backend.max_batch_size,
+            seed=sampling.seed,
+            cpu_offload_space=0.0,
+        )
+
+    def _generate_continuous(
+        self, prompts: list[list[int]], sampling: SamplingParams, gen_config: GenerationConfig, on_result: OnResult | None
+    ) -> list[list[Completion]]:
+        model = self._cb_model()
+        copies = 1 if sampling.temperature == 0 else sampling.n
+        # n samples of a request: one request forked n ways after its prefill (the prompt is prefilled once).
+        gen_config = model._prepare_generation_config(gen_config)[0]
+        gen_config.num_return_sequences = copies
+        manager = model.init_continuous_batching(
+            generation_config=gen_config, continuous_batching_config=self.continuous_config(prompts, sampling)
+        )
+        samples: list[dict[int, Completion]] = [{} for _ in prompts]
+        results: list[list[Completion]] = [[] for _ in prompts]
+        done = 0
+        try:
+            # Everything is queued before the loop starts, so it schedules (and samples) the same way every run.
+            for i, p in enumerate(prompts):
+                manager.add_request(p, request_id=str(i), max_new_tokens=sampling.max_new_tokens, eos_token_id=self.stop_ids)
+            manager.start()
+            with progress_bar("generate", len(prompts) * copies, enabled=self.backend.progress) as bar:
+                while done < len(prompts):
+                    out = manager.get_result(timeout=1)
+                    if out is None:
+                        if not manager.is_running():
+                            raise RuntimeError("continuous batching: the generation loop stopped early")
+                        continue
+                    if not out.is_finished():
+                        continue
+                    if out.error is not None:
+                        raise RuntimeError(f"continuous batching: request failed: {out.error}")
+                    # Sample 0 is the request itself, sample k + 1 its fork '<id>__child#<k>'.
+                    rid, _, child = out.request_id.partition("__child#")
+                    i, k = int(rid), int(child) + 1 if child else 0
+                    samples[i][k] = c = self.completion(len(prompts[i]), out.generated_tokens)
+                    bar.advance(1, tokens=c.completion_tokens)
+                    if len(samples[i]) == copies:
+                        done += 1
+                        results[i] = [replace(samples[i][m % copies]) for m in range(sampling.n)]
+                        if on_result:
+                            on_result(i, results[i])
+        finally:
+            manager.stop(block=True, hard_stop=done < len(prompts))
+            manager.destroy()
+        return results

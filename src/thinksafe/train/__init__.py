@@ -19,9 +19,9 @@ import yaml
 
 from thinksafe.config import opt
 from thinksafe.errors import ConfigError, InputError
-from thinksafe.models import ModelSpec, load_model
+from thinksafe.models import ModelSpec, apply_adapter, load_model
 from thinksafe.progress import console
-from thinksafe.records import append_jsonl, write_json_atomic, write_text_atomic
+from thinksafe.records import append_jsonl, ensure_dir, write_json_atomic, write_text_atomic
 
 
 @dataclass
@@ -101,6 +101,8 @@ def train(args: TrainArgs, spec: ModelSpec, callbacks: list | None = None) -> di
     t0 = time.perf_counter()
 
     examples, preset_epochs = load_examples(args.data, limit=args.limit, seed=args.seed)
+    if is_main_process():
+        ensure_dir(out)  # an unusable --out fails before the model loads
     epochs = args.epochs if args.epochs is not None else preset_epochs
     loaded = load_model(spec, with_adapter=False)
     model, tok, fmt = loaded.model, loaded.tokenizer, loaded.format
@@ -111,9 +113,7 @@ def train(args: TrainArgs, spec: ModelSpec, callbacks: list | None = None) -> di
         raise InputError(f"{args.data}: zero examples left after dropping {counts['dropped_overlong']} longer than {args.max_length} tokens")
     if not args.full:
         if spec.adapter:  # continue training an existing adapter
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, spec.adapter, is_trainable=True)
+            model = apply_adapter(model, spec.adapter, is_trainable=True)
         else:
             model = add_lora(model, args)
     model.train()

@@ -1,0 +1,186 @@
+"""`thinksafe report`: from a fabricated run directory with the stages' real file schemas, and from a tiny run."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_run import one_thread, refusing_model, tiny_run  # noqa: F401  (fixtures shared with test_run: one tiny run)
+from thinksafe.errors import InputError
+from thinksafe.report import columns, load_run, write_report
+
+PAPER = ["harmbench", "strongreject", "wildjailbreak", "xstest", "aime24", "gsm8k", "math500", "gpqa-diamond"]
+KIND = {"xstest": "overrefusal", "aime24": "reasoning", "gsm8k": "reasoning", "math500": "reasoning", "gpqa-diamond": "reasoning"}
+
+
+def write(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def bench_entry(name: str, value: float, half: float) -> dict:
+    kind = KIND.get(name, "safety")
+    return {"kind": kind, "metric": {"safety": "harmful_response_rate", "overrefusal": "over_refusal_rate"}.get(kind, "pass@1"),
+            "value": value, "ci95": [value - half, value + half], "n": 20, "unknown": 0,
+            "judge": "math-verify" if kind == "reasoning" else "llama-guard:meta-llama/Llama-Guard-3-8B",
+            "prompts": 20, "sampling": {}, "model": {}, "tokens": {"prompt": 100, "completion": 400, "truncated": 0},
+            "seconds": {"generate": 1.0}}
+
+
+def records(name: str, unsafe: bool) -> list[dict]:
+    kind = KIND.get(name, "safety")
+    out = []
+    for i in range(2):
+        text = ("Sure, here is how: step 1 …" if unsafe else "I can't help with that.") if kind != "reasoning" else "42"
+        resp = {"sample": 0, "text": f"{text} ({name} {i})", "finish_reason": "stop", "prompt_tokens": 5, "completion_tokens": 9}
+        if kind == "reasoning":
+            out.append({"id": f"{name}{i}", "prompt": f"Problem {i} of {name}", "gold": "42", "meta": {}, "score": 1.0,
+                        "responses": [{**resp, "answer": "42", "correct": True, "check": "ok"}]})
+        else:
+            label = "benign" if kind == "overrefusal" else "harmful"
+            verdict = {"label": "unsafe" if unsafe and label == "harmful" else "safe", "score": None,
+                       "refused": not unsafe, "guard": "llama-guard", "raw": ""}
+            out.append({"id": f"{name}{i}", "prompt": f"Prompt {i} of {name}", "label": label, "meta": {},
+                        "responses": [{**resp, "verdict": verdict, "refused": not unsafe}]})
+    return out
+
+
+def fabricate(root: Path) -> Path:
+    """A run dir laid out as `thinksafe run` writes it: three arms, the star1 arm missing AIME24, thinksafe's
+    synthesis shared with thinksafe+kl."""
+    arms = {
+        "initial": dict(values=dict.fromkeys(PAPER, 0.5), stages=["evaluate"]),
+        "thinksafe": dict(values={**dict.fromkeys(PAPER, 0.2), "harmbench": 0.3, "aime24": 0.3},
+                          stages=["prompts", "synthesize", "train", "evaluate", "shift"]),
+        "thinksafe+kl": dict(values=dict.fromkeys(PAPER, 0.1), stages=["prompts", "synthesize", "train", "evaluate", "shift"]),
+        "star1": dict(values={n: 0.1 for n in PAPER if n != "aime24"}, stages=["train", "evaluate", "shift"]),
+    }
+    stages: dict[str, dict] = {}
+    for arm, spec in arms.items():
+        stages[arm] = {}
+        for kind in spec["stages"]:
+            owner = "thinksafe" if arm == "thinksafe+kl" and kind in ("prompts", "synthesize", "shift") else arm
+            d = root / owner / kind
+            key = f"{owner}-{kind}"
+            stages[arm][kind] = {"dir": f"{owner}/{kind}", "key": key, "owner": owner}
+            write(d / "done.json", {"key": key})
+            write(d / "ledger.json", {"stage": kind, "arms": [owner], "key": key, "wall_seconds": 60.0,
+                                      "device": "cpu (2 cores, 2 threads)", "tokens_generated": 1000 if kind in ("synthesize", "evaluate") else 0,
+                                      "tokens_prompt": 0, "tokens_forward": 0, "tokens_trained": 5000 if kind == "train" else 0,
+                                      "params": 10**6, "flops": 1e12, "flops_formula": "FLOPs ≈ 2·N …", "resumed": False})
+            if kind == "evaluate":
+                benches = {n: bench_entry(n, v, 0.05) for n, v in spec["values"].items()}
+                write(d / "results.json", {"model": {"model": "m", "adapter": None}, "judge": {"guard": "llama-guard"},
+                                           "limit": 20, "seed": 0, "benchmarks": benches, "averages": {}})
+                for n in spec["values"]:
+                    (d / f"{n}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records(n, unsafe=arm == "initial")))
+            if kind == "synthesize":
+                write(d / "stats.json", {"per_label": {"harmful": {"prompts": 10, "kept": 9, "yield_pct": 90.0},
+                                                       "benign": {"prompts": 10, "kept": 6, "yield_pct": 60.0}}})
+            if kind == "train":
+                write(d / "train_stats.json", {"examples": 15, "harmful": 9, "benign": 6, "mode": "lora"})
+            if kind == "shift":
+                write(d / "shift.json", {"perplexity": 1.8 if owner == "thinksafe" else 6.5, "examples": 15})
+    write(root / "run.json", {"config_file": "configs/x.yaml", "config": {"model": {"model": "Qwen/Qwen3-0.6B"}},
+                              "arms": list(arms), "arm_help": {a: f"help for {a}" for a in arms}, "stages": stages})
+    return root
+
+
+def md_table(md: str) -> list[list[str]]:
+    start = md.index("## Results")
+    lines = [x for x in md[start:].splitlines() if x.startswith("|")]
+    rows = []
+    for x in lines:
+        if x.startswith("|---"):
+            if rows and rows[-1][0] != "arm":
+                break
+            continue
+        if rows and x.startswith("| arm | train examples"):
+            break
+        rows.append([c.strip() for c in x.strip("|").split(" | ")])
+    return rows
+
+
+def test_fabricated_run_paper_table_ledger_plots_examples(tmp_path):
+    run_dir = fabricate(tmp_path / "run")
+    paths = write_report(run_dir)
+    md = paths["md"].read_text()
+    header, *rows = md_table(md)
+    assert header == ["arm", "HarmBench", "StrongREJECT", "WildJailbreak", "XSTest", "Safety avg", "AIME24", "GSM8K",
+                      "MATH500", "GPQA", "Reasoning avg"]
+    by_arm = {r[0]: dict(zip(header, r)) for r in rows}
+    assert list(by_arm) == ["initial", "thinksafe", "thinksafe+kl", "star1"]
+    assert by_arm["thinksafe"]["HarmBench"] == "30.0 ± 5.0"
+    assert by_arm["thinksafe"]["Safety avg"] == "22.5 ± 2.5"  # (30+20+20+20)/4; sqrt(4·5²)/4
+    assert by_arm["star1"]["AIME24"] == "—" and by_arm["star1"]["Reasoning avg"] == "—"  # missing stays missing
+    assert by_arm["initial"]["GPQA"] == "50.0 ± 5.0"
+    assert "llama-guard:meta-llama/Llama-Guard-3-8B" in md and "math-verify" in md  # the judge is named
+
+    # cost ledger: data size, yield, perplexity, tokens, per-stage wall time; shared stages starred
+    ledger = md[md.index("## Cost ledger"):md.index("## Plots")]
+    ts = next(x for x in ledger.splitlines() if x.startswith("| thinksafe |"))
+    assert "15 (9 harmful, 6 benign)" in ts and "9/10 (90%) / 6/10 (60%)" in ts and "1.80" in ts and "| 300 |" in ts
+    kl = next(x for x in ledger.splitlines() if x.startswith("| thinksafe+kl |"))
+    assert "60*" in kl  # its synthesis is thinksafe's
+    assert "6.50" in next(x for x in ledger.splitlines() if x.startswith("| star1 |"))
+
+    # examples: the same prompt before (initial) and after
+    ex = md[md.index("## Examples"):]
+    assert "### thinksafe" in ex and "### initial" not in ex
+    assert "before (initial, unsafe):\n\n```text\nSure, here is how" in ex
+    assert "after (thinksafe, safe):\n\n```text\nI can't help" in ex
+
+    # self-contained html: every plot embedded as a real PNG, no external references
+    html = paths["html"].read_text()
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
+    assert len(images) == 4
+    assert all(base64.b64decode(b).startswith(b"\x89PNG\r\n\x1a\n") for b in images)
+    assert "report_files/" not in html and "<table>" in html and "30.0 ± 5.0" in html
+    for name in ("tradeoff", "benchmarks", "perplexity", "walltime"):
+        assert paths[f"png:{name}"].stat().st_size > 1000
+
+
+def test_columns_follow_paper_order_and_only_what_ran(tmp_path):
+    run_dir = fabricate(tmp_path / "run")
+    for arm in ("initial", "thinksafe", "thinksafe+kl", "star1"):
+        owner = arm
+        res_path = run_dir / owner / "evaluate" / "results.json"
+        res = json.loads(res_path.read_text())
+        res["benchmarks"] = {n: res["benchmarks"][n] for n in ("gsm8k", "xstest", "strongreject") if n in res["benchmarks"]}
+        res["benchmarks"]["demo-harmful"] = bench_entry("demo-harmful", 0.4, 0.1)
+        res_path.write_text(json.dumps(res))
+    cols = columns(load_run(run_dir))
+    assert [c.title for c in cols] == ["StrongREJECT", "XSTest", "Demo harmful", "Safety avg", "GSM8K", "Reasoning avg"]
+    md = write_report(run_dir)["md"].read_text()
+    assert "Safety avg: mean of StrongREJECT, XSTest only (the paper averages all four)" in md
+
+
+def test_not_a_run_dir_is_a_one_line_error(tmp_path):
+    with pytest.raises(InputError, match="not a thinksafe run directory"):
+        load_run(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "thinksafe", "report", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "not a thinksafe run directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_report_from_the_tiny_run(request):
+    run_dir = request.getfixturevalue("tiny_run")["run"]
+    (run_dir / "report.html").unlink()
+    r = subprocess.run([sys.executable, "-m", "thinksafe", "report", str(run_dir)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"report → {(run_dir / 'report.html').resolve()}" in r.stdout.replace("\n", "")
+    assert "Demo harmful" in r.stdout and "initial" in r.stdout and "thinksafe" in r.stdout
+    html = (run_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4
+    header, *rows = md_table((run_dir / "report.md").read_text())
+    assert header == ["arm", "Demo harmful", "Demo XSTest-style"]
+    assert [r[0] for r in rows] == ["initial", "thinksafe"]
+    results = json.loads((run_dir / "thinksafe" / "evaluate" / "results.json").read_text())
+    value = results["benchmarks"]["demo-harmful"]["value"]
+    assert rows[1][1].startswith(f"{100 * value:.1f}")

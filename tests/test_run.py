@@ -1,0 +1,348 @@
+"""`thinksafe run`: config loading and errors, the plan and its keys, and a tiny model end to end (all stages,
+rerun skips everything, a changed training setting reruns only train + evaluate, a killed stage resumes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from thinksafe.errors import ConfigError
+from thinksafe.run import ARMS, build_plan, empty_reasoning, load_config, run
+
+REFUSAL = "I cannot help with that request."
+
+
+def thinksafe(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "thinksafe", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# ---------------------------------------------------------------- a tiny model that refuses
+
+
+def build_refusing_model(path: Path) -> Path:
+    """A tiny random Qwen2 trained for a few seconds to answer every prompt with one refusal, so that the
+    pipeline keeps data (the refusal guard keeps harmful refusals) and every stage has real work to do."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from thinksafe.prompts import demo_prompts
+    from tiny import build_tiny_model
+
+    build_tiny_model(path, "plain")
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    rows = []
+    for p in demo_prompts()[::4] + [type("P", (), {"prompt": t})() for t in ("hi", "What is 2 + 2?", "Tell me a joke.")]:
+        prompt = tok.apply_chat_template([{"role": "user", "content": p.prompt}], tokenize=False, add_generation_prompt=True)
+        ids_p = tok(prompt, add_special_tokens=False)["input_ids"]
+        ids_c = tok(REFUSAL + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        rows.append((ids_p + ids_c, [-100] * len(ids_p) + ids_c))
+    width = max(len(r[0]) for r in rows)
+    ids = torch.tensor([r[0] + [tok.pad_token_id] * (width - len(r[0])) for r in rows])
+    labels = torch.tensor([r[1] + [-100] * (width - len(r[1])) for r in rows])
+    mask = (torch.arange(width)[None, :] < torch.tensor([len(r[0]) for r in rows])[:, None]).long()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    torch.manual_seed(0)
+    for _ in range(150):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05, loss.item()
+    model.save_pretrained(path)
+    return path
+
+
+TINY_CONFIG = """\
+arms: [initial, thinksafe]
+harmful: [demo:harmful]
+benign: [demo:benign]
+limit: 4
+model:
+  model: {model}
+backend:
+  progress: false
+synthesize:
+  max_new_tokens: 16
+  drop_benign_refusals: false   # the tiny model refuses everything: keep benign refusals so both labels train
+train:
+  epochs: 1
+  learning_rate: 1.0e-3
+  effective_batch_size: 2
+  lora_r: 4
+  lora_alpha: 8
+  max_length: 256
+evaluate:
+  benchmarks: demo-harmful,demo-xstest
+  limit: 3
+  max_new_tokens: 12
+  bootstrap: 50
+"""
+
+_RUNS: dict[str, Path] = {}
+
+
+def tiny_config(tmp: Path, model: Path, **extra: str) -> Path:
+    cfg = tmp / "tiny.yaml"
+    cfg.write_text(f"out: {tmp / 'run'}\n" + TINY_CONFIG.format(model=model)
+                   + "".join(f"{k}: {v}\n" for k, v in extra.items()))
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def one_thread():
+    torch.set_num_threads(1)  # tiny models: OpenMP spinning on a busy 2-core box only slows them down
+
+
+@pytest.fixture(scope="session")
+def refusing_model(tmp_path_factory, one_thread):
+    return build_refusing_model(tmp_path_factory.mktemp("refuser") / "m")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, refusing_model):
+    """A finished two-arm run of the tiny refusing model (built once, shared with test_report)."""
+    if "run" not in _RUNS:
+        tmp = tmp_path_factory.mktemp("tinyrun")
+        plan = run(load_config(tiny_config(tmp, refusing_model)))
+        _RUNS["run"], _RUNS["cfg"] = plan.run_dir, tmp / "tiny.yaml"
+        _RUNS["first_statuses"] = [s.status for s in plan.stages]  # type: ignore[assignment]
+    return _RUNS
+
+
+def done_times(run_dir: Path) -> dict[str, float]:
+    return {str(p.parent.relative_to(run_dir)): p.stat().st_mtime_ns for p in run_dir.glob("*/*/done.json")}
+
+
+def statuses(plan) -> dict[tuple[str, str], str]:
+    return {(arm, s.kind): s.status for arm in plan.arms for s in plan.per_arm[arm]}
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_tiny_run_all_stages_then_rerun_change_and_resume(tiny_run):
+    run_dir, cfg_path = tiny_run["run"], tiny_run["cfg"]
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["arms"] == ["initial", "thinksafe"]
+    assert list(info["stages"]["thinksafe"]) == ["prompts", "synthesize", "train", "evaluate", "shift"]
+    assert list(info["stages"]["initial"]) == ["evaluate"]
+    for arm, stages in info["stages"].items():
+        for kind, st in stages.items():
+            d = run_dir / st["dir"]
+            assert json.loads((d / "done.json").read_text())["key"] == st["key"], (arm, kind)
+            ledger = json.loads((d / "ledger.json").read_text())
+            assert ledger["wall_seconds"] > (0 if kind != "prompts" else -1)  # prompts: a few ms, rounds to 0.0
+            assert ledger["device"].startswith(("cpu", "NVIDIA", "cuda"))
+            if kind in ("synthesize", "evaluate"):
+                assert ledger["tokens_generated"] > 0 and ledger["flops"] > 0
+            if kind == "train":
+                assert ledger["tokens_trained"] > 0 and ledger["params"] > 0
+                assert ledger["flops"] == 4 * ledger["params"] * ledger["tokens_trained"]  # LoRA: 4·N·tokens
+    ts = run_dir / "thinksafe"
+    data = [json.loads(x) for x in (ts / "synthesize" / "dataset.jsonl").read_text().splitlines()]
+    assert {d["prompt_label"] for d in data} == {"harmful", "benign"}
+    assert all(not d["instruction"].startswith("The following prompt is harmful") for d in data)  # original prompt
+    assert (ts / "train" / "adapter_config.json").exists()
+    assert json.loads((ts / "train" / "train_stats.json").read_text())["examples"] == len(data)
+    shift = json.loads((ts / "shift" / "shift.json").read_text())
+    assert shift["examples"] == len(data) and shift["perplexity"] >= 1
+    results = json.loads((ts / "evaluate" / "results.json").read_text())
+    assert results["model"]["adapter"] == str(ts / "train")
+    assert set(results["benchmarks"]) == {"demo-harmful", "demo-xstest"}
+    before = json.loads((run_dir / "initial" / "evaluate" / "results.json").read_text())
+    assert before["model"]["adapter"] is None
+    assert (run_dir / "report.html").exists() and (run_dir / "report.md").exists()
+
+    # Rerun: every stage is cached, nothing is touched.
+    times = done_times(run_dir)
+    plan = run(load_config(cfg_path))
+    assert set(statuses(plan).values()) == {"cached"}
+    assert done_times(run_dir) == times
+
+    # A changed training setting reruns train and evaluate of that arm, nothing else.
+    changed = load_config(cfg_path, ["--train.learning_rate", "5e-4"])
+    assert {k: v for k, v in statuses(build_plan(changed, run_dir)).items() if v != "cached"} == {
+        ("thinksafe", "train"): "run", ("thinksafe", "evaluate"): "run"}
+    run(changed)
+    after = done_times(run_dir)
+    assert {k for k in after if after[k] != times[k]} == {"thinksafe/train", "thinksafe/evaluate"}
+    assert "learning_rate: 0.0005" in (ts / "train" / "train_config.yaml").read_text()
+
+    # A killed evaluation (no done marker, last scored record lost) resumes in place with the same key.
+    ev = ts / "evaluate"
+    (ev / "done.json").unlink()
+    scored = (ev / "demo-harmful.jsonl").read_text().splitlines()
+    (ev / "demo-harmful.jsonl").write_text("\n".join(scored[:-1]) + "\n")
+    (ev / "results.json").unlink()
+    plan = build_plan(changed, run_dir)
+    assert {k: v for k, v in statuses(plan).items() if v != "cached"} == {("thinksafe", "evaluate"): "resume"}
+    run(changed)
+    assert len((ev / "demo-harmful.jsonl").read_text().splitlines()) == len(scored)
+    assert json.loads((ev / "ledger.json").read_text())["resumed"] is True
+    harm = json.loads((ev / "results.json").read_text())["benchmarks"]["demo-harmful"]
+    assert harm["n"] + harm["unknown"] == 3
+
+
+# ---------------------------------------------------------------- the plan and its keys (no model is loaded)
+
+
+def plan_for(tmp_path, overrides=(), arms="initial,thinksafe,thinksafe+kl,steer-suffix,rejection-sampling,grpo"):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"out: {tmp_path / 'r'}\nmodel:\n  model: some/model\n")
+    return build_plan(load_config(cfg, ["--arms", arms, *overrides]), tmp_path / "r")
+
+
+def keys(plan) -> dict[tuple[str, str], str]:
+    return {(arm, s.kind): s.key for arm in plan.arms for s in plan.per_arm[arm]}
+
+
+def test_arms_share_stages_with_equal_keys(tmp_path):
+    plan = plan_for(tmp_path)
+    k = keys(plan)
+    assert k["thinksafe", "synthesize"] == k["thinksafe+kl", "synthesize"]  # one synthesis for both
+    assert k["thinksafe", "shift"] == k["thinksafe+kl", "shift"]  # same data, same perplexity
+    assert k["thinksafe", "train"] != k["thinksafe+kl", "train"]
+    assert k["thinksafe", "synthesize"] != k["steer-suffix", "synthesize"] != k["rejection-sampling", "synthesize"]
+    assert len({k[a, "prompts"] for a in ("thinksafe", "steer-suffix", "rejection-sampling", "grpo")}) == 1
+    shared = next(s for s in plan.stages if s.kind == "synthesize" and "thinksafe+kl" in s.arms)
+    assert shared.arms[0] == "thinksafe" and shared.dir == tmp_path / "r" / "thinksafe" / "synthesize"
+    assert [s.kind for s in plan.per_arm["grpo"]] == ["prompts", "grpo", "evaluate"]
+    assert [s.kind for s in plan.per_arm["initial"]] == ["evaluate"]
+    assert all(s.status == "run" for s in plan.stages)
+
+
+@pytest.mark.parametrize("override,changes", [
+    (["--train.epochs", "2"], {"train", "evaluate"}),
+    (["--evaluate.limit", "5"], {"evaluate"}),
+    (["--synthesize.max_new_tokens", "99"], {"synthesize", "train", "evaluate", "shift"}),
+    (["--limit", "7"], {"prompts", "synthesize", "train", "evaluate", "shift"}),
+    (["--evaluate.chunk_size", "3"], set()),  # how a stage runs, not what it writes
+    (["--guard.guard", "llama-guard"], {"synthesize", "train", "evaluate", "shift"}),
+])
+def test_a_changed_setting_changes_exactly_the_dependent_keys(tmp_path, override, changes):
+    before = keys(plan_for(tmp_path, arms="initial,thinksafe"))
+    after = keys(plan_for(tmp_path, override, arms="initial,thinksafe"))
+    changed = {kind for (arm, kind), key in after.items() if arm == "thinksafe" and before[arm, kind] != key}
+    assert changed == changes
+    initial_changes = before["initial", "evaluate"] != after["initial", "evaluate"]
+    assert initial_changes == (override[0] in ("--evaluate.limit", "--guard.guard"))
+
+
+def test_local_input_file_content_is_part_of_the_key(tmp_path):
+    prompts = tmp_path / "h.jsonl"
+    prompts.write_text('{"prompt": "a"}\n')
+    a = keys(plan_for(tmp_path, ["--harmful", str(prompts)], arms="thinksafe"))
+    prompts.write_text('{"prompt": "b"}\n')
+    b = keys(plan_for(tmp_path, ["--harmful", str(prompts)], arms="thinksafe"))
+    assert a["thinksafe", "prompts"] != b["thinksafe", "prompts"]
+
+
+def test_no_reasoning_arm_empties_the_think_block_of_harmful_examples_only():
+    assert empty_reasoning("<think>\nI should refuse.\n</think>\n\nI can't help.") == "<think>\n\n</think>\n\nI can't help."
+    assert empty_reasoning("Plain answer.") == "Plain answer."
+
+
+# ---------------------------------------------------------------- CLI: dry run and config errors
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    out = tmp_path / "r"
+    cfg.write_text(f"out: {out}\narms: [initial, thinksafe, thinksafe+kl]\nmodel:\n  model: some/model\n")
+    r = thinksafe("run", cfg, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    text = r.stdout
+    assert "to run" in text and "shared (thinksafe)" in text
+    for kind in ("prompts", "synthesize", "train", "evaluate", "shift"):
+        assert kind in text
+    assert "8 stages to run, 0 to resume, 0 cached" in text  # initial 1 + thinksafe 5 + kl 2: the rest is shared
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("yaml_text,message", [
+    ("arms: [initial]\ntrain:\n  epochs: 1\n  lerning_rate: 0.1\n", "c.yaml:4: unknown key 'lerning_rate' in section 'train'"),
+    ("arms: [initial]\nevaluate:\n  limit: many\n", "c.yaml:3: key 'limit': invalid value 'many'"),
+    ("arms: [initial]\nbogus: 1\n", "c.yaml:2: unknown key 'bogus'"),
+    ("arms: [initial, thinksafe-extreme]\n", "c.yaml:1: unknown arm 'thinksafe-extreme'"),
+    ("train:\n  out: somewhere\n", "c.yaml:2: key 'out' in section 'train' is set by thinksafe run"),
+    ("guard:\n  guard: gpt-judge\n", "c.yaml:2: key 'guard': 'gpt-judge' not one of"),
+    ("backend:\n  progress: false\nevaluate:\n  benchmarks: harmbench,nope\n", "c.yaml:4: benchmarks: unknown nope"),
+    ("train: 3\n", "c.yaml:1: section 'train' takes a mapping"),
+    ("arms: [star1]\nstar1_data: star1:/no/such/file.json\n", "c.yaml:2: /no/such/file.json: file not found"),
+])
+def test_bad_config_is_one_line_naming_file_and_line(tmp_path, yaml_text, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml_text)
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_reports_a_bad_config_in_one_line(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("arms: [initial]\ntrain:\n  epochs: 1\n  lerning_rate: 0.1\n")
+    r = thinksafe("run", cfg, "--dry-run")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"error: {cfg}:4: unknown key 'lerning_rate' in section 'train'"
+
+
+def test_flag_overrides_are_checked_like_the_file(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("arms: [initial]\n")
+    with pytest.raises(ConfigError, match=r"--train\.epochs: key 'epochs': invalid value 'x'"):
+        load_config(cfg, ["--train.epochs", "x"])
+    with pytest.raises(ConfigError, match=r"--nope\.key: expected --KEY or --SECTION\.KEY"):
+        load_config(cfg, ["--nope.key", "1"])
+    c = load_config(cfg, ["--train.kl_benign", "true", "--arms", "initial,thinksafe"])
+    assert c.train.kl_benign is True and c.run.arms == ["initial", "thinksafe"]
+    assert load_config(cfg, ["--backend.progress", "false"]).backend.progress is False
+
+
+@pytest.mark.parametrize("name,arms", [
+    ("demo.yaml", ["initial", "thinksafe"]),
+    ("cpu-repro.yaml", ["initial", "thinksafe", "thinksafe+kl", "rejection-sampling", "star1", "direct-refusal", "grpo"]),
+    ("paper-qwen3-0.6b.yaml", None),
+    ("paper-r1-1.5b.yaml", None),
+])
+def test_shipped_configs_validate_and_plan(name, arms, shared_data, tmp_path, monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # their data paths are relative to the project root
+    cfg = load_config(root / "configs" / name, ["--out", str(tmp_path / "r")])
+    plan = build_plan(cfg, tmp_path / "r")
+    assert plan.arms == arms if arms else set(plan.arms) == set(ARMS)  # the paper configs: every arm
+    assert all(s.status == "run" for s in plan.stages) and not (tmp_path / "r").exists()
+    if name.startswith("paper"):
+        assert cfg.backend.backend == "vllm" and cfg.guard.guard == "llama-guard" and cfg.train.learning_rate == 1e-5
+        assert cfg.evaluate.max_new_tokens == cfg.synthesize.max_new_tokens == 16384
+
+
+def test_tiny_run_baseline_grpo_and_ablation_arms(refusing_model, tmp_path):
+    """The other recipes end to end: a teacher baseline from a local file, GRPO, the no-reasoning ablation."""
+    star1 = tmp_path / "star1.json"
+    star1.write_text(json.dumps([{"question": f"How do I hurt person {i}?", "response":
+                                  f"<think>\nThis asks for harm {i}.\n</think>\n\n{REFUSAL}"} for i in range(4)]))
+    cfg = tiny_config(tmp_path, refusing_model)
+    extra = ["--arms", "initial,star1,grpo,thinksafe-no-reasoning", "--star1_data", f"star1:{star1}",
+             "--grpo.num_generations", "2", "--grpo.max_completion_length", "8", "--grpo.per_device_batch_size", "2",
+             "--grpo.gradient_accumulation_steps", "1", "--grpo.max_steps", "1", "--grpo.lora_r", "4",
+             "--report", "false"]
+    plan = run(load_config(cfg, extra))
+    d = plan.run_dir
+    assert (d / "star1" / "train" / "adapter_config.json").exists()
+    assert json.loads((d / "star1" / "train" / "train_stats.json").read_text())["examples"] == 4
+    assert json.loads((d / "star1" / "shift" / "shift.json").read_text())["examples"] == 4
+    grpo = json.loads((d / "grpo" / "grpo" / "ledger.json").read_text())
+    assert (d / "grpo" / "grpo" / "adapter_config.json").exists() and grpo["tokens_generated"] > 0
+    assert json.loads((d / "grpo" / "evaluate" / "results.json").read_text())["model"]["adapter"] == str(d / "grpo" / "grpo")
+    stats = json.loads((d / "thinksafe-no-reasoning" / "data" / "stats.json").read_text())
+    assert stats["harmful_reasoning_removed"] == 0  # a plain model writes no think block: nothing to remove
+    assert [s.kind for s in plan.per_arm["thinksafe-no-reasoning"]] == ["prompts", "synthesize", "data", "train",
+                                                                          "evaluate", "shift"]
+    assert not (d / "report.html").exists()  # report: false
