@@ -184,7 +184,7 @@ def kill_when(cmd: list[str], progress: Callable[[], int], target: int, *, env: 
 
 # ---------------------------------------------------------------- an OpenAI-compatible stub server
 
-TIMEOUT = 0.5  # seconds: the guard client's per-request timeout in tests (stub servers that hang sleep longer)
+TIMEOUT = 2.0  # seconds: the guard client's per-request timeout in tests (stub servers that hang sleep longer)
 
 
 def chat_reply(content: str | None, logprobs: list[tuple[str, list[tuple[str, float]]]] | None = None,
