@@ -20,8 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+from common import print_table
 
 from thinksafe.generate import BackendConfig, SamplingParams
 from thinksafe.generate.hf import HFGenerator
@@ -79,12 +78,7 @@ def main() -> None:
         row["continuous/padded"] = round(row["continuous_tok_s"] / row["padded_tok_s"], 2)
         rows.append(row)
 
-    table = Table(title=f"generation, {len(msgs)} demo prompts, {a.max_new_tokens} new tokens, greedy, median of {a.repeats}")
-    for col in rows[0]:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in rows[0]))
-    Console().print(table)
+    print_table(f"generation, {len(msgs)} demo prompts, {a.max_new_tokens} new tokens, greedy, median of {a.repeats}", rows)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "generation.json").write_text(json.dumps({"rows": rows, "torch_threads": __import__("torch").get_num_threads()}, indent=2) + "\n")
 

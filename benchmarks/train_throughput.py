@@ -17,8 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+from common import print_table
 
 RESULTS = Path(__file__).parent / "results"
 CONFIGS = {
@@ -58,12 +57,7 @@ def main() -> None:
                 rows.append({"model": model, "config": name, "examples": s["examples"], "tokens": s["tokens_per_epoch"],
                              "response_tokens": s["response_tokens_per_epoch"], "train_s": s["train_seconds"],
                              "tok_s": s["tokens_per_second"], "peak_rss_mb": s["peak_rss_mb"], "loss": round(s["final_loss"], 4)})
-    table = Table(title=f"LoRA r=32 q,v; {a.examples} examples ≤ {a.max_length} tokens; batch 4 x 2 accum; 1 epoch")
-    for col in rows[0]:
-        table.add_column(col)
-    for r in rows:
-        table.add_row(*(str(v) for v in r.values()))
-    Console().print(table)
+    print_table(f"LoRA r=32 q,v; {a.examples} examples ≤ {a.max_length} tokens; batch 4 x 2 accum; 1 epoch", rows)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "train_throughput.json").write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -77,3 +77,19 @@ def test_errors_are_one_line_and_nonzero(tmp_path, args, message):
     assert message in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_full_disk_is_one_line_not_a_traceback(monkeypatch, capsys):
+    import errno
+
+    from thinksafe import cli
+
+    def out_of_space(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out.jsonl")
+
+    monkeypatch.setitem(cli.COMMANDS, "generate", (out_of_space, "generate"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["generate"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: /data/out.jsonl: No space left on device") and "resume" in err

@@ -12,6 +12,7 @@ class Args:
     out: str = opt("", "output")
     names: list[str] = opt([], "names")
     full: bool = opt(False, "full")
+    progress: bool = opt(True, "default-true: argparse also gets a --no_progress flag")
 
 
 def parse(argv):
@@ -25,7 +26,14 @@ def test_flags_override_yaml(tmp_path):
     assert args.out == "from_yaml" and args.names == ["a", "b"] and args.full is True
     assert s.max_new_tokens == 7 and s.temperature == 0.6
     args, s = parse([])
-    assert args.out == "" and s.max_new_tokens == 256
+    assert args.out == "" and s.max_new_tokens == 256 and args.progress is True
+
+
+@pytest.mark.parametrize("value", [False, True])
+def test_yaml_sets_a_default_true_bool_either_way(tmp_path, value):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"progress: {str(value).lower()}\n")
+    assert parse(["--config", str(cfg)])[0].progress is value
 
 
 @pytest.mark.parametrize(

@@ -92,8 +92,20 @@ def test_tiny_end_to_end_files_results_and_resume(tiny_models, shared_data, tmp_
     assert len(lines(raw)) == 6 and len(lines(out / "gsm8k.jsonl")) == 3
 
     # Another sampling config must not mix into this DIR.
-    with pytest.raises(ConfigError, match=r"generated with a different config \(changed: max_new_tokens\)"):
+    with pytest.raises(ConfigError, match=r"generated with a different config \(changed: max_new_tokens, safety_max_new_tokens\)"):
         run_eval(tiny_models["plain"], out, shared_data, max_new_tokens=9)
+
+
+def test_reasoning_benchmarks_get_their_own_token_limit(tiny_models, shared_data, tmp_path):
+    out = tmp_path / "eval"
+    results = run_eval(tiny_models["plain"], out, shared_data, benchmarks="strongreject,gsm8k", limit=2, samples=1,
+                       max_new_tokens=3, reasoning_max_new_tokens=10)
+    spent = {n: [json.loads(x)["completion_tokens"] for x in lines(out / "raw" / f"{n}.jsonl")] for n in ("strongreject", "gsm8k")}
+    assert results["benchmarks"]["strongreject"]["sampling"]["max_new_tokens"] == 3 and max(spent["strongreject"]) <= 3
+    assert results["benchmarks"]["gsm8k"]["sampling"]["max_new_tokens"] == 10 and 3 < max(spent["gsm8k"]) <= 10
+    with pytest.raises(ConfigError, match=r"\(changed: max_new_tokens\)"):  # a new reasoning limit is a new config
+        run_eval(tiny_models["plain"], out, shared_data, benchmarks="strongreject,gsm8k", limit=2, samples=1,
+                 max_new_tokens=3, reasoning_max_new_tokens=12)
 
 
 def test_prepare_dir_guards_generations_and_rescoring(tmp_path):

@@ -99,6 +99,19 @@ def test_continuous_greedy_equals_padded(lively, backend):
         assert c.completion_tokens == 24 if c.finish_reason == "length" else 1 <= c.completion_tokens < 24
 
 
+def test_continuous_attends_per_request_and_passes_other_calls_on(lively, monkeypatch):
+    from thinksafe.generate import hf
+
+    g = gen(lively, hf_engine="continuous")
+    g.generate(MSGS[:1], SamplingParams(max_new_tokens=2))  # installs hf._cb_sdpa as "sdpa"
+    stock, calls = hf._STOCK_SDPA["sdpa"], []
+    monkeypatch.setitem(hf._STOCK_SDPA, "sdpa", lambda *a, **k: calls.append(1) or stock(*a, **k))
+    g.generate(MSGS, SamplingParams(max_new_tokens=4))
+    assert calls == []  # every paged call took the per-request path
+    gen(lively, hf_engine="padded").generate(MSGS[:1], SamplingParams(max_new_tokens=2))
+    assert calls  # plain generate still reaches stock sdpa
+
+
 def test_continuous_reports_each_request_as_it_finishes(lively):
     g = gen(lively, hf_engine="continuous", max_batch_size=4)
     seen = []

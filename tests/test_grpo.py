@@ -132,7 +132,7 @@ def test_tiny_grpo_run_moves_the_adapter_and_writes_outputs(tiny_models, tmp_pat
     steps = [r for r in rows if "rewards/guard/mean" in r]
     assert len(steps) == 3 and all("rewards/format/mean" in r and "kl" in r for r in steps)
     saves = [json.loads(line) for line in (out / "checkpoints.jsonl").read_text().splitlines()]
-    assert [s["step"] for s in saves] == [2, 3] and saves[0]["completion_tokens"] <= saves[1]["completion_tokens"]
+    assert [s["step"] for s in saves] == [2, 3] and saves[0]["tokens"] <= saves[1]["tokens"]
     assert (out / saves[0]["path"] / "adapter_model.safetensors").exists()
 
     # --model M --adapter OUT loads it, and it is not the base model.
@@ -149,5 +149,5 @@ def test_tiny_grpo_run_moves_the_adapter_and_writes_outputs(tiny_models, tmp_pat
     assert cmd_grpo(flags) == 0
     saves = [json.loads(line) for line in (out / "checkpoints.jsonl").read_text().splitlines()]
     assert [s["step"] for s in saves] == [2, 3, 4]
-    assert saves[2]["wall_seconds"] > saves[1]["wall_seconds"] and saves[2]["completion_tokens"] > saves[1]["completion_tokens"]
+    assert saves[2]["wall_seconds"] > saves[1]["wall_seconds"] and saves[2]["tokens"] > saves[1]["tokens"]
     assert json.loads((out / "train_stats.json").read_text())["steps"] == 4

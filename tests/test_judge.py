@@ -560,3 +560,14 @@ def test_judge_model_requires_a_model():
 
     with pytest.raises(ConfigError, match="guard_model"):
         make_guard(GuardConfig(guard="judge-model"))
+
+
+def test_guard_server_timeout_and_retries_are_options_outside_the_cache_key():
+    from thinksafe.judge.llama_guard import openai_client
+
+    cfg = GuardConfig(guard="llama-guard", guard_backend="openai", guard_base_url="http://127.0.0.1:9/v1",
+                      guard_timeout=2.5, guard_max_retries=1)
+    client = openai_client(cfg)
+    assert client.timeout == 2.5 and client.max_retries == 1
+    assert cfg.key() == GuardConfig(guard="llama-guard", guard_backend="openai", guard_base_url="http://127.0.0.1:9/v1").key()
+    assert "guard_timeout" not in cfg.key() and cfg.key() != GuardConfig().key()

@@ -308,6 +308,7 @@ def test_flag_overrides_are_checked_like_the_file(tmp_path):
 @pytest.mark.parametrize("name,arms", [
     ("demo.yaml", ["initial", "thinksafe"]),
     ("cpu-repro.yaml", ["initial", "thinksafe", "thinksafe+kl", "rejection-sampling", "star1", "direct-refusal", "grpo"]),
+    ("cost-vs-grpo.yaml", ["initial", "thinksafe", "grpo"]),
     ("paper-qwen3-0.6b.yaml", None),
     ("paper-r1-1.5b.yaml", None),
 ])
@@ -346,3 +347,38 @@ def test_tiny_run_baseline_grpo_and_ablation_arms(refusing_model, tmp_path):
     assert [s.kind for s in plan.per_arm["thinksafe-no-reasoning"]] == ["prompts", "synthesize", "data", "train",
                                                                           "evaluate", "shift"]
     assert not (d / "report.html").exists()  # report: false
+
+
+def test_tiny_run_curve_evaluates_every_checkpoint_and_reports_the_cost_ratio(refusing_model, tmp_path):
+    from thinksafe.report import cost_ratio_rows, curve_points, load_run
+
+    cfg = tiny_config(tmp_path, refusing_model, curve="true")
+    extra = ["--arms", "initial,thinksafe,grpo", "--train.epochs", "2", "--grpo.num_generations", "2",
+             "--grpo.max_completion_length", "8", "--grpo.per_device_batch_size", "2",
+             "--grpo.gradient_accumulation_steps", "1", "--grpo.max_steps", "2", "--grpo.save_steps", "1",
+             "--grpo.lora_r", "4"]
+    plan = run(load_config(cfg, extra))
+    d = plan.run_dir
+    assert [s.kind for s in plan.per_arm["grpo"]] == ["prompts", "grpo", "evaluate", "curve"]
+    for arm, trainer in (("thinksafe", "train"), ("grpo", "grpo")):
+        saves = [json.loads(x) for x in (d / arm / trainer / "checkpoints.jsonl").read_text().splitlines()]
+        final = json.loads((d / arm / trainer / "train_stats.json").read_text())["steps"]
+        assert saves[-1]["step"] == final and len(saves) == 2  # thinksafe: one per epoch; grpo: every step
+        assert saves[0]["wall_seconds"] < saves[1]["wall_seconds"] and 0 < saves[0]["tokens"] < saves[1]["tokens"]
+        curve = json.loads((d / arm / "curve" / "curve.json").read_text())
+        assert [p["step"] for p in curve["points"]] == [saves[0]["step"]]  # the final adapter is the evaluate stage
+        res = json.loads((d / arm / "curve" / curve["points"][0]["results"]).read_text())
+        assert res["model"]["adapter"] == str(d / arm / trainer / saves[0]["path"])
+
+    data = load_run(d)
+    points = curve_points(data, data.arm("thinksafe"))
+    times = [t for t, _ in points]
+    assert len(points) == 4 and times == sorted(times) and times[0] == 0  # initial, after synthesis, epoch 1, end
+    header, rows, notes = cost_ratio_rows(data)
+    by_arm = {r[0]: dict(zip(header, r)) for r in rows}
+    assert set(by_arm) == {"thinksafe", "grpo"} and by_arm["thinksafe"]["wall ×"] == "1.00"
+    walls = {a: sum(json.loads((s.dir / "ledger.json").read_text())["wall_seconds"] for s in plan.per_arm[a]
+                    if s.kind in ("prompts", "synthesize", "train", "grpo"))  # prompts: shared, in thinksafe's dir
+             for a in ("thinksafe", "grpo")}
+    assert by_arm["grpo"]["wall ×"] == f"{walls['grpo'] / walls['thinksafe']:.2f}"
+    assert "Cost vs safety reached" in (d / "report.md").read_text() and (d / "report_files" / "curve.png").exists()

@@ -28,40 +28,47 @@ def opt(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help}, **kw)
 
 
-def _yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+def read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple, int]]:
+    """A YAML mapping and the line of every key, one level of sections deep: {(key,): n, (section, key): n}."""
     try:
-        data = path.read_bytes()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, not a config file") from None
     try:
-        text = data.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
+        line = raw.count(b"\n", 0, e.start) + 1
         raise ConfigError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        node, data = yaml.compose(text), yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML ({getattr(e, 'problem', e)})") from None
     if data is None:
         return {}, {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of option: value")
-    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value} if isinstance(node, yaml.MappingNode) else {}
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{path}: expected a mapping of key: value")
+    lines: dict[tuple, int] = {}
+    for k, v in node.value:
+        lines[(k.value,)] = k.start_mark.line + 1
+        if isinstance(v, yaml.MappingNode):
+            for sk, _ in v.value:
+                lines[(k.value, sk.value)] = sk.start_mark.line + 1
     return data, lines
 
 
 def yaml_to_argv(path: Path, parser) -> list[str]:
     """Turn a YAML mapping into flags for `parser`, checking each key and value."""
-    data, lines = _yaml_with_lines(path)
-    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    data, lines = read_yaml(path)
+    actions = {}
+    for a in parser._actions:  # a default-true bool also has a --no_X flag with the same dest: keep --X
+        if a.option_strings and (a.dest not in actions or f"--{a.dest}" in a.option_strings):
+            actions[a.dest] = a
     argv: list[str] = []
     for key, value in data.items():
-        where = f"{path}:{lines.get(key, '?')}"
+        where = f"{path}:{lines.get((key,), '?')}"
         k = str(key).replace("-", "_")
         action = actions.get(k)
         if action is None or k in ("help", "config"):

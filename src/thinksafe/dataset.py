@@ -165,7 +165,7 @@ def synthesize(args: SynthesizeArgs, spec: ModelSpec, backend: BackendConfig, gu
     config = {
         "synthesize": {k: v for k, v in vars(args).items() if k not in ("out", "overwrite", "chunk_size")},
         "model": vars(spec),
-        "guard": vars(guard_cfg),
+        "guard": guard_cfg.key(),
     }
     prompts, dups = load_inputs(args)  # a bad prompt file fails before DIR is touched
     prepare_dir(out, config, args.overwrite)

@@ -14,7 +14,7 @@ path (transformers `generate`, or vLLM with --use_vllm) and each completion gets
 OUT mirrors `thinksafe train`: the PEFT adapter + tokenizer (`--model M --adapter OUT`), train_config.yaml,
 metrics.jsonl (TRL's logs: rewards, KL, clip ratio, lengths), train_stats.json. OUT/checkpoints/checkpoint-N
 is written every save_steps and all are kept; OUT/checkpoints.jsonl lists them with wall seconds and tokens
-generated so far, for safety-vs-compute curves (`--adapter OUT/checkpoints/checkpoint-N`).
+generated so far (`tokens`), for safety-vs-compute curves (`--adapter OUT/checkpoints/checkpoint-N`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from thinksafe.judge import Guard, GuardConfig
 from thinksafe.models import ModelSpec
 from thinksafe.progress import console
 from thinksafe.prompts import load_prompts
-from thinksafe.records import Prompt, Verdict, append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
+from thinksafe.records import Prompt, Verdict, append_jsonl, write_json_atomic, write_text_atomic
 
 
 @dataclass
@@ -171,7 +171,7 @@ def grpo(args: GRPOArgs, spec: ModelSpec, guard_cfg: GuardConfig, callbacks: lis
 
     from thinksafe.judge import make_guard
     from thinksafe.models import load_model
-    from thinksafe.train import add_lora, is_main_process, world_size
+    from thinksafe.train import CheckpointLedger, add_lora, is_main_process, world_size
 
     if not args.out:
         raise InputError("grpo: --out is required")
@@ -197,27 +197,18 @@ def grpo(args: GRPOArgs, spec: ModelSpec, guard_cfg: GuardConfig, callbacks: lis
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": p.prompt}], "label": p.label, "prompt_id": p.id}
                               for p in prompts])
 
-    metrics_path, saves_path = out / "metrics.jsonl", out / "checkpoints.jsonl"
+    metrics_path = out / "metrics.jsonl"
     resume = args.resume and any((out / "checkpoints").glob("checkpoint-*"))
-    # Time and tokens carry over a resume, so the curves stay on one axis.
-    before = list(read_jsonl(saves_path))[-1] if resume and saves_path.exists() else {}
-    rewards = Rewards(make_guard(guard_cfg, fmt, progress=False), fmt, tok, completion_tokens=before.get("completion_tokens", 0))
-
-    def elapsed() -> float:
-        return round(before.get("wall_seconds", 0.0) + time.perf_counter() - t_train, 2)
+    rewards = Rewards(make_guard(guard_cfg, fmt, progress=False), fmt, tok)
+    ledger = CheckpointLedger(out, resume, tokens=lambda: rewards.completion_tokens)  # checkpoints.jsonl
 
     class Log(TrainerCallback):
-        """metrics.jsonl: every TRL log line; checkpoints.jsonl: every checkpoint with its cost so far."""
+        """metrics.jsonl: every TRL log line, with the wall seconds and tokens generated so far."""
 
         def on_log(self, targs, state, control, logs=None, **kw):
             if state.is_world_process_zero and logs:
-                append_jsonl(metrics_path, [{"step": state.global_step, "epoch": state.epoch, "wall_seconds": elapsed(),
-                                             "completion_tokens": rewards.completion_tokens, **logs}])
-
-        def on_save(self, targs, state, control, **kw):
-            if state.is_world_process_zero:
-                append_jsonl(saves_path, [{"step": state.global_step, "path": f"checkpoints/checkpoint-{state.global_step}",
-                                           "wall_seconds": elapsed(), "completion_tokens": rewards.completion_tokens}])
+                append_jsonl(metrics_path, [{"step": state.global_step, "epoch": state.epoch, "wall_seconds": ledger.seconds(),
+                                             "completion_tokens": ledger.total_tokens(), **logs}])
 
     config = GRPOConfig(
         output_dir=str(out / "checkpoints"),
@@ -254,13 +245,13 @@ def grpo(args: GRPOArgs, spec: ModelSpec, guard_cfg: GuardConfig, callbacks: lis
         disable_tqdm=not is_main_process(),
     )
     trainer = GRPOTrainer(model=model, reward_funcs=[rewards.guard, rewards.format], args=config, train_dataset=data,
-                          processing_class=tok, callbacks=[Log(), *(callbacks or [])])
+                          processing_class=tok, callbacks=[Log(), ledger.callback(), *(callbacks or [])])
     rewards.eos_ids = {*trainer.eos_token_ids, tok.pad_token_id}
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
             metrics_path.unlink(missing_ok=True)
-            saves_path.unlink(missing_ok=True)
+        ledger.start()
         console.print(f"grpo: {len(prompts)} prompts ({n_harmful} harmful, {len(prompts) - n_harmful} benign), "
                       f"G={args.num_generations}, {per_step // args.num_generations} prompts/step, "
                       f"{trainable:,} / {total:,} params trainable, guard {guard_cfg.guard}, format {fmt.reasoning}")
@@ -284,7 +275,7 @@ def grpo(args: GRPOArgs, spec: ModelSpec, guard_cfg: GuardConfig, callbacks: lis
         "num_generations": args.num_generations,
         "steps": steps,
         "final_loss": result.training_loss,
-        "completion_tokens": rewards.completion_tokens,  # this process, over the whole run (resumes included)
+        "completion_tokens": ledger.total_tokens(),  # this process, over the whole run (resumes included)
         "train_seconds": round(train_seconds, 2),
         "seconds_per_step": round(train_seconds / steps, 2) if steps else None,
         "wall_seconds": round(time.perf_counter() - t0, 2),

@@ -28,7 +28,8 @@ from thinksafe.errors import InputError
 from thinksafe.evaluate.benchmarks import BENCHMARKS, PAPER_REASONING, PAPER_SAFETY
 from thinksafe.records import read_jsonl, write_text_atomic
 
-STAGE_ORDER = ("prompts", "synthesize", "data", "train", "grpo", "evaluate", "shift")
+STAGE_ORDER = ("prompts", "synthesize", "data", "train", "grpo", "evaluate", "curve", "shift")
+TRAINING_STAGES = ("prompts", "synthesize", "data", "train", "grpo")  # what making an arm's model costs
 N_EXAMPLES = 3  # per arm: two harmful, one benign
 MAX_CHARS = 600  # of a response shown in the examples
 
@@ -54,6 +55,7 @@ class ArmData:
     synth: dict[str, Any] | None = None  # synthesize/stats.json
     train: dict[str, Any] | None = None  # train/ or grpo/ train_stats.json
     shift: dict[str, Any] | None = None  # shift/shift.json
+    curve: dict[str, Any] | None = None  # curve/curve.json
 
     def bench(self, name: str) -> dict[str, Any] | None:
         return (self.results or {}).get("benchmarks", {}).get(name)
@@ -110,6 +112,7 @@ def load_run(run_dir: str | Path) -> RunData:
         arm.synth = read("synthesize", "stats.json")
         arm.train = read("train", "train_stats.json") or read("grpo", "train_stats.json")
         arm.shift = read("shift", "shift.json")
+        arm.curve = read("curve", "curve.json")
         data.arms.append(arm)
     return data
 
@@ -244,6 +247,90 @@ def cost_rows(run: RunData, compact: bool = False) -> tuple[list[str], list[list
                      f"{gen:,.0f}", f"{trained:,.0f}", "—" if missing_flops or not flops else f"{flops:.2e}",
                      *secs, _secs(wall)])
     return header, rows
+
+
+# ---------------------------------------------------------------- cost vs safety reached
+
+
+def headline(results: dict[str, Any] | None) -> dict[str, float | None]:
+    """Mean harmful-response rate, over-refusal rate and pass@1 over the benchmarks of each kind that ran."""
+    by_kind: dict[str, list[float]] = {"safety": [], "overrefusal": [], "reasoning": []}
+    for entry in (results or {}).get("benchmarks", {}).values():
+        if entry.get("value") is not None and entry.get("kind") in by_kind:
+            by_kind[entry["kind"]].append(entry["value"])
+    mean = {k: sum(v) / len(v) if v else None for k, v in by_kind.items()}
+    return {"harmful": mean["safety"], "over_refusal": mean["overrefusal"], "reasoning": mean["reasoning"]}
+
+
+def training_cost(arm: ArmData) -> dict[str, float] | None:
+    """Wall seconds, tokens and FLOPs of the stages that made the arm's model (None: untrained or unfinished)."""
+    stages = [arm.stages[k] for k in TRAINING_STAGES if k in arm.stages]
+    if not any(st.kind in ("train", "grpo") for st in stages) or any(st.ledger is None for st in stages):
+        return None
+    total = {"wall_seconds": 0.0, "tokens_generated": 0, "tokens_trained": 0, "flops": 0.0}
+    for st in stages:
+        for k in total:
+            total[k] += st.ledger.get(k) or 0
+    return total
+
+
+def curve_points(run: RunData, arm: ArmData) -> list[tuple[float, dict[str, float | None]]]:
+    """(cumulative wall seconds, headline) from the untrained model to the arm's final adapter: the initial arm's
+    result at 0 and again once the data exists (ThinkSafe: after synthesis), then each checkpoint, then the end."""
+    cost, initial = training_cost(arm), run.arm("initial")
+    if cost is None:
+        return []
+    trainer = next(arm.stages[k] for k in ("train", "grpo") if k in arm.stages)
+    before = cost["wall_seconds"] - trainer.ledger["wall_seconds"]  # prompts, synthesis, data
+    points = []
+    if initial and initial.results:
+        points += [(0.0, headline(initial.results)), (before, headline(initial.results))]
+    if arm.curve and arm.train:
+        setup = trainer.ledger["wall_seconds"] - arm.train.get("train_seconds", 0)  # model load, tokenizing, saving
+        for c in arm.curve["points"]:
+            res = _json(arm.stages["curve"].dir / c["results"])
+            if res:
+                points.append((before + setup + c["wall_seconds"], headline(res)))
+    if arm.results:
+        points.append((cost["wall_seconds"], headline(arm.results)))
+    return points
+
+
+def cost_ratio_rows(run: RunData) -> tuple[list[str], list[list[str]], list[str]]:
+    """Per trained arm: what it reached and what making it cost, as multiples of the thinksafe arm's cost."""
+    trained = [(a, training_cost(a)) for a in run.arms]
+    trained = [(a, c) for a, c in trained if c]
+    ref = next(((a, c) for a, c in trained if a.name == "thinksafe"), trained[0] if trained else None)
+    header = ["arm", "harmful rate % ↓", "over-refusal % ↓", "reasoning % ↑", "training wall s", "tokens generated",
+              "tokens trained", "FLOPs", "wall ×", "FLOPs ×"]
+    if ref is None:
+        return header, [], []
+
+    def pct(x: float | None) -> str:
+        return "—" if x is None else f"{100 * x:.1f}"
+
+    rows = []
+    for a, c in trained:
+        h = headline(a.results)
+        flops_x = f"{c['flops'] / ref[1]['flops']:.2f}" if c["flops"] and ref[1]["flops"] else "—"
+        rows.append([a.name, pct(h["harmful"]), pct(h["over_refusal"]), pct(h["reasoning"]), _secs(c["wall_seconds"]),
+                     f"{c['tokens_generated']:,.0f}", f"{c['tokens_trained']:,.0f}",
+                     f"{c['flops']:.2e}" if c["flops"] else "—", f"{c['wall_seconds'] / ref[1]['wall_seconds']:.2f}", flops_x])
+    notes = [f"Cost of making each arm's model: the stages {', '.join(TRAINING_STAGES)} (evaluation excluded), "
+             f"× = multiple of the {ref[0].name} arm's cost. Rates: means over the benchmarks of each kind that ran."]
+    target = headline(ref[0].results)["harmful"]
+    for a, c in trained:
+        pts = [(t, h["harmful"]) for t, h in curve_points(run, a) if h["harmful"] is not None]
+        if a is ref[0] or target is None or len(pts) < 3:
+            continue
+        reached = next((t for t, h in pts[1:] if h <= target), None)  # pts[0] is the untrained model
+        if reached is None:
+            notes.append(f"{a.name} never reached {ref[0].name}'s harmful rate ({pct(target)} %) at any evaluated "
+                         f"checkpoint within its {_secs(c['wall_seconds'])} s (≥ {c['wall_seconds'] / ref[1]['wall_seconds']:.2f}×).")
+        else:
+            notes.append(f"{a.name} first reached {ref[0].name}'s harmful rate ({pct(target)} %) after {_secs(reached)} s "
+                         f"({reached / ref[1]['wall_seconds']:.2f}× {ref[0].name}'s cost).")
+    return header, rows, notes
 
 
 def stage_seconds(run: RunData) -> float:
@@ -445,6 +532,23 @@ def _plots(run: RunData, cols: list[Column], out: Path) -> dict[str, Path]:
         ax.legend(fontsize=8, ncol=len(kinds), loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
         ax.grid(axis="x", alpha=0.3)
         save(fig, "walltime")
+
+    # 5. harmful rate and over-refusal vs cumulative wall time, per trained arm (checkpoints with `curve: true`)
+    curves = [(i, a, curve_points(run, a)) for i, a in enumerate(run.arms)]
+    curves = [(i, a, pts) for i, a, pts in curves if len(pts) >= 2]
+    if curves and any(a.curve for a in run.arms):  # without checkpoints it is two points per arm: the table says it
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for ax, key, label in zip(axes, ("harmful", "over_refusal"), ("harmful-response rate (% ↓)", "over-refusal (% ↓)")):
+            for i, a, pts in curves:
+                xy = [(t / 60, 100 * h[key]) for t, h in pts if h[key] is not None]
+                if xy:
+                    ax.plot(*zip(*xy), marker="o", color=colors(i % 10), label=a.name)
+            ax.set_xlabel("cumulative wall time of making the model (minutes)")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle("safety vs compute: the initial model at 0, then each evaluated checkpoint", fontsize=10)
+        save(fig, "curve")
     return paths
 
 
@@ -469,7 +573,7 @@ def _tradeoff_axes(cols: list[Column]) -> tuple[Column | None, Column | None, st
 # ---------------------------------------------------------------- writing
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def md_table(header: list[str], rows: list[list[str]]) -> str:
     def esc(s: str) -> str:
         return str(s).replace("|", "\\|").replace("\n", " ")
 
@@ -511,12 +615,15 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     intro = (f"Model: {model}. Config: {run.config_file or '—'}. Arms: "
              + "; ".join(f"{a.name} — {a.help}" for a in run.arms) + ".")
     captions = {"tradeoff": "Trade-off per arm", "benchmarks": "Per benchmark",
-                "perplexity": "Training-data perplexity under the initial model", "walltime": "Wall time per arm by stage"}
+                "perplexity": "Training-data perplexity under the initial model", "walltime": "Wall time per arm by stage",
+                "curve": "Safety vs cumulative wall time"}
+    ratio_header, ratio_rows, ratio_notes = cost_ratio_rows(run)
+    ratio_md = ["## Cost vs safety reached", "", md_table(ratio_header, ratio_rows), "", *(f"- {n}" for n in ratio_notes), ""]
     exs = {a.name: examples(run, a) for a in run.arms if a.name != "initial"}
 
-    md = [f"# {title}", "", intro, "", "## Results", "", _md_table(header, rows), ""]
-    md += [f"- {n}" for n in notes] + ["", "## Cost ledger", "", _md_table(cost_header, cost), ""]
-    md += [f"- {n}" for n in ledger_notes(run)] + ["", "## Plots", ""]
+    md = [f"# {title}", "", intro, "", "## Results", "", md_table(header, rows), ""]
+    md += [f"- {n}" for n in notes] + ["", "## Cost ledger", "", md_table(cost_header, cost), ""]
+    md += [f"- {n}" for n in ledger_notes(run)] + [""] + (ratio_md if len(ratio_rows) > 1 else []) + ["## Plots", ""]
     md += [f"![{captions[k]}](report_files/{p.name})" for k, p in plots.items()] + ["", "## Examples", ""]
     for arm, items in exs.items():
         md += [f"### {arm}", ""]
@@ -535,7 +642,11 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
          "<h2>Results</h2>", _html_table(header, rows, seps),
          *(f"<p class='note'>{html.escape(n)}</p>" for n in notes),
          "<h2>Cost ledger</h2>", _html_table(cost_header, cost),
-         *(f"<p class='note'>{html.escape(n)}</p>" for n in ledger_notes(run)), "<h2>Plots</h2>"]
+         *(f"<p class='note'>{html.escape(n)}</p>" for n in ledger_notes(run))]
+    if len(ratio_rows) > 1:
+        h += ["<h2>Cost vs safety reached</h2>", _html_table(ratio_header, ratio_rows),
+              *(f"<p class='note'>{html.escape(n)}</p>" for n in ratio_notes)]
+    h.append("<h2>Plots</h2>")
     for k, p in plots.items():
         b64 = base64.b64encode(p.read_bytes()).decode()
         h.append(f"<figure><img alt='{html.escape(captions[k])}' src='data:image/png;base64,{b64}'>"
@@ -580,13 +691,21 @@ def print_summary(run_dir: str | Path, out=None) -> None:
             cells.append(row[i + 1])
         table.add_row(*cells)
     out.print(table)
-    header, rows = cost_rows(run, compact=True)
-    cost = Table(title="cost ledger (* = shared stage)")
-    for i, col in enumerate(header):
-        cost.add_column(col, justify="left" if i == 0 else "right")
-    for r in rows:
-        cost.add_row(*r)
-    out.print(cost)
+
+    def numbers(title: str, header: list[str], rows: list[list[str]]) -> Table:
+        t = Table(title=title)
+        for i, col in enumerate(header):
+            t.add_column(col, justify="left" if i == 0 else "right")
+        for r in rows:
+            t.add_row(*r)
+        return t
+
+    out.print(numbers("cost ledger (* = shared stage)", *cost_rows(run, compact=True)))
+    header, rows, notes = cost_ratio_rows(run)
+    if len(rows) > 1:
+        out.print(numbers("cost vs safety reached (× = multiple of the reference arm's cost)", header, rows))
+        for n in notes[1:]:
+            out.print(n)
 
 
 def cmd_report(argv: list[str]) -> int:

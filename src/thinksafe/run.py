@@ -5,7 +5,8 @@ sources, the guard, each stage's settings (sections reuse the stage dataclasses:
 `evaluate`, `shift`, `grpo`, plus `model`, `backend`, `guard`) and a list of **arms** to compare. An arm is
 a small recipe over the stages: `thinksafe` = prompts → synthesize (steered) → train → evaluate (+ shift:
 its data's perplexity under the initial model); `star1` = train on the baseline → evaluate; `initial` =
-evaluate; `grpo` = prompts → grpo → evaluate.
+evaluate; `grpo` = prompts → grpo → evaluate. With `curve: true`, a trained arm also gets `curve`: every
+intermediate checkpoint evaluated, for the report's safety-vs-wall-time plot.
 
     arms: [initial, thinksafe, star1]       # top-level keys: RunArgs
     harmful: [demo:harmful]
@@ -50,7 +51,7 @@ from typing import Any
 
 import yaml
 
-from thinksafe.config import config_hash, opt
+from thinksafe.config import config_hash, opt, read_yaml
 from thinksafe.dataset import SynthesizeArgs
 from thinksafe.errors import ConfigError
 from thinksafe.evaluate.run import EvaluateArgs
@@ -81,6 +82,8 @@ class RunArgs:
     safechain_data: str = opt("safechain", "safechain arm's data: safechain (hub) or safechain:PATH")
     direct_refusal_data: str = opt("direct-refusal", "direct-refusal arm's data: direct-refusal (hub) or direct-refusal:PATH")
     report: bool = opt(True, "write report.md and report.html when the run ends")
+    curve: bool = opt(False, "also evaluate every checkpoint of the trained arms (SFT: each epoch; GRPO: every "
+                             "grpo.save_steps): the report plots safety vs cumulative wall time")
 
 
 # Config sections: the stage dataclasses themselves, so a key means the same here as in the stage's flags.
@@ -171,37 +174,6 @@ BASELINE_FIELDS = {"star1": "star1_data", "safechain": "safechain_data", "direct
 # ---------------------------------------------------------------- loading and checking a config
 
 
-def _yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[tuple, int]]:
-    """The mapping and the line of every key, one level of sections deep."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a config file") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise ConfigError(f"{path}:{line}: not valid UTF-8 ({e.reason})") from None
-    try:
-        node, data = yaml.compose(text), yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML ({getattr(e, 'problem', e)})") from None
-    if data is None:
-        return {}, {}
-    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
-        raise ConfigError(f"{path}: expected a mapping of key: value")
-    lines: dict[tuple, int] = {}
-    for k, v in node.value:
-        lines[(k.value,)] = k.start_mark.line + 1
-        if isinstance(v, yaml.MappingNode):
-            for sk, _ in v.value:
-                lines[(k.value, sk.value)] = sk.start_mark.line + 1
-    return data, lines
-
-
 def _parse_section(cls: type, values: dict[str, Any], loc: Callable[[str], str], section: str = "") -> Any:
     """A dataclass from a mapping, each key and value checked as `--config` checks a flat file
     (config.yaml_to_argv), then parsed by the stage's own flag parser, so a key means what its flag means."""
@@ -275,7 +247,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     """A RunConfig from a YAML file (None: all defaults) and `--key value` / `--section.key value` overrides.
     Every error is one line naming the file and line (or the flag) of the offending key."""
     path = Path(path) if path else None
-    data, lines = _yaml_with_lines(path) if path else ({}, {})
+    data, lines = read_yaml(path) if path else ({}, {})
     origin = {keys: f"{path}:{line}" for keys, line in lines.items()}
     for keys, value in parse_overrides(overrides or []):
         if len(keys) == 2 and keys[0] in SECTIONS:
@@ -381,7 +353,7 @@ def check(cfg: RunConfig, loc: Callable[..., str]) -> None:
 class Stage:
     """One unit of cached work. Arms that need the same key share one Stage."""
 
-    kind: str  # prompts | synthesize | data | train | grpo | shift | evaluate
+    kind: str  # prompts | synthesize | data | train | grpo | shift | evaluate | curve
     key: str
     config: dict[str, Any]  # what the key hashes, besides the keys of `deps`
     deps: list[Stage]
@@ -468,22 +440,25 @@ def build_plan(cfg: RunConfig, run_dir: Path) -> Plan:
             synth = {**_settings(cfg.synthesize, "synthesize"), **arm.synth}
             if arm.rejection:
                 synth["samples_per_prompt"] = run.rejection_samples
-            made = stage(name, "synthesize", {"synthesize": synth, "model": model, "guard": asdict(cfg.guard),
+            made = stage(name, "synthesize", {"synthesize": synth, "model": model, "guard": cfg.guard.key(),
                                               "backend": cfg.backend.backend}, [prompts], do_synthesize)
             if arm.strip_reasoning:
                 made = stage(name, "data", {"transform": "empty the think block of harmful examples"}, [made], do_strip)
         data = {"baseline": baseline, "file": fingerprint(baseline)} if baseline else None
         trained = None
         if made or baseline:
-            trained = stage(name, "train", {"train": {**_settings(cfg.train, "train"), **arm.train}, "model": model,
-                                            "data": data}, [made] if made else [], do_train, baseline)
+            train = {**_settings(cfg.train, "train"), **arm.train, **({"save_every_epoch": True} if run.curve else {})}
+            trained = stage(name, "train", {"train": train, "model": model, "data": data}, [made] if made else [],
+                            do_train, baseline)
         elif arm.grpo:
-            trained = stage(name, "grpo", {"grpo": _settings(cfg.grpo, "grpo"), "model": model, "guard": asdict(cfg.guard)},
+            trained = stage(name, "grpo", {"grpo": _settings(cfg.grpo, "grpo"), "model": model, "guard": cfg.guard.key()},
                             [prompts], do_grpo)
-        stage(name, "evaluate", {"evaluate": {**_settings(cfg.evaluate, "evaluate"), "judge": None},
-                                 "model": {**model, "adapter": None} if trained else model,
-                                 "guard": asdict(eval_guard(cfg)), "backend": cfg.backend.backend},
-              [trained] if trained else [], do_evaluate)
+        evaluation = {"evaluate": {**_settings(cfg.evaluate, "evaluate"), "judge": None},
+                      "model": {**model, "adapter": None} if trained else model,
+                      "guard": eval_guard(cfg).key(), "backend": cfg.backend.backend}
+        stage(name, "evaluate", evaluation, [trained] if trained else [], do_evaluate)
+        if run.curve and trained:
+            stage(name, "curve", evaluation, [trained], do_curve)
         if made or baseline:
             shift = _settings(cfg.shift, "shift")
             if cfg.shift.limit is None:  # measure the examples that train used
@@ -616,15 +591,36 @@ def do_grpo(s: Stage, cfg: RunConfig) -> dict[str, Any]:
     return {"tokens_generated": gen, "tokens_trained": gen, "tokens_forward": gen if args.beta else 0, "mode": "lora"}
 
 
-def do_evaluate(s: Stage, cfg: RunConfig) -> dict[str, Any]:
+def _evaluate(out: Path, adapter: str | None, cfg: RunConfig) -> dict[str, int]:
+    """Evaluate the model (+ adapter) into out; returns its ledger token counts."""
     from thinksafe.evaluate.run import evaluate
 
-    args = EvaluateArgs(**{**asdict(cfg.evaluate), "out": str(s.dir), "overwrite": True, "judge": None})
-    adapter = str(s.deps[0].dir) if s.deps else cfg.model.adapter
+    args = EvaluateArgs(**{**asdict(cfg.evaluate), "out": str(out), "overwrite": True, "judge": None})
     results = evaluate(args, replace(cfg.model, adapter=adapter), cfg.backend, eval_guard(cfg))
     benches = results["benchmarks"].values()
     return {"tokens_generated": sum(b["tokens"]["completion"] for b in benches),
             "tokens_prompt": sum(b["tokens"]["prompt"] for b in benches)}
+
+
+def do_evaluate(s: Stage, cfg: RunConfig) -> dict[str, Any]:
+    return _evaluate(s.dir, str(s.deps[0].dir) if s.deps else cfg.model.adapter, cfg)
+
+
+def do_curve(s: Stage, cfg: RunConfig) -> dict[str, Any]:
+    """Evaluate each checkpoint the training stage listed in checkpoints.jsonl but its last (the final adapter is
+    the arm's evaluate stage) into step-N/; curve.json lists them with the training seconds and tokens so far."""
+    trained = s.deps[0]
+    final = (_read_json(trained.dir / "train_stats.json") or {}).get("steps")
+    points, counts = [], {"tokens_generated": 0, "tokens_prompt": 0}
+    for c in read_jsonl(trained.dir / "checkpoints.jsonl"):
+        if c["step"] == final:
+            continue
+        out = s.dir / f"step-{c['step']}"
+        for k, v in _evaluate(out, str(trained.dir / c["path"]), cfg).items():
+            counts[k] += v
+        points.append({**c, "results": f"{out.name}/results.json"})
+    write_json_atomic(s.dir / "curve.json", {"training_stage": trained.kind, "final_step": final, "points": points})
+    return counts
 
 
 def do_shift(s: Stage, cfg: RunConfig) -> dict[str, Any]:

@@ -45,19 +45,3 @@ def foreign_adapter(tmp_path_factory):
     path = tmp_path_factory.mktemp("foreign") / "adapter"
     model.save_pretrained(path)
     return path
-
-
-@pytest.fixture
-def short_guard_timeout(monkeypatch):
-    """The guard's server client with a short timeout and no retries (the defaults: 120 s, 3 retries)."""
-    from reliability_kit import TIMEOUT
-
-    from thinksafe.judge import judge_model, llama_guard
-
-    real = llama_guard.openai_client
-
-    def quick(cfg, timeout=120.0):
-        return real(cfg, timeout=TIMEOUT).with_options(max_retries=0)
-
-    monkeypatch.setattr(llama_guard, "openai_client", quick)
-    monkeypatch.setattr(judge_model, "openai_client", quick)

@@ -56,10 +56,8 @@ def by_marker(body: dict, headers: dict):
 
 
 def server_guard(kind: str, url: str):
-    g = make_guard(GuardConfig(guard=kind, guard_model="stub-guard", guard_backend="openai", guard_base_url=url),
-                   progress=False)
-    g.scorer.client = g.scorer.client.with_options(timeout=TIMEOUT, max_retries=0)
-    return g
+    return make_guard(GuardConfig(guard=kind, guard_model="stub-guard", guard_backend="openai", guard_base_url=url,
+                                  guard_timeout=TIMEOUT, guard_max_retries=0), progress=False)
 
 
 @pytest.mark.parametrize("kind", ["llama-guard", "judge-model"])
@@ -120,7 +118,7 @@ def cycling():
     return respond
 
 
-def test_synthesize_counts_unknown_and_keeps_none(stopping_model, tmp_path, short_guard_timeout):
+def test_synthesize_counts_unknown_and_keeps_none(stopping_model, tmp_path):
     from thinksafe.dataset import SynthesizeArgs, synthesize
     from thinksafe.generate import BackendConfig
     from thinksafe.models import ModelSpec
@@ -129,7 +127,7 @@ def test_synthesize_counts_unknown_and_keeps_none(stopping_model, tmp_path, shor
     out = tmp_path / "s"
     with StubServer(cycling()) as server:
         guard = GuardConfig(guard="judge-model", guard_model="stub-guard", guard_backend="openai",
-                            guard_base_url=server.url)
+                            guard_base_url=server.url, guard_timeout=TIMEOUT, guard_max_retries=0)
         stats = synthesize(SynthesizeArgs(harmful="demo:harmful", benign="demo:benign", limit=12, max_new_tokens=6,
                                           out=str(out), chunk_size=8),
                            ModelSpec(str(stopping_model)), BackendConfig(progress=False), guard)
@@ -144,7 +142,7 @@ def test_synthesize_counts_unknown_and_keeps_none(stopping_model, tmp_path, shor
     assert json.loads((out / "stats.json").read_text())["per_label"] == per
 
 
-def test_evaluate_counts_unknown_and_reports_no_rate(stopping_model, bench_data, tmp_path, short_guard_timeout):
+def test_evaluate_counts_unknown_and_reports_no_rate(stopping_model, bench_data, tmp_path):
     from thinksafe.evaluate import EvaluateArgs, evaluate
     from thinksafe.generate import BackendConfig
     from thinksafe.models import ModelSpec
@@ -153,7 +151,7 @@ def test_evaluate_counts_unknown_and_reports_no_rate(stopping_model, bench_data,
     out = tmp_path / "e"
     with StubServer(cycling()) as server:
         guard = GuardConfig(guard="llama-guard", guard_model="stub-guard", guard_backend="openai",
-                            guard_base_url=server.url)
+                            guard_base_url=server.url, guard_timeout=TIMEOUT, guard_max_retries=0)
         results = evaluate(EvaluateArgs(benchmarks="strongreject,xstest", data_dir=str(bench_data), out=str(out),
                                         max_new_tokens=4, bootstrap=20),
                            ModelSpec(str(stopping_model)), BackendConfig(progress=False), guard)

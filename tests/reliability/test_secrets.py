@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from reliability_kit import StubServer, chat_reply, cli_env, run_cli
+from reliability_kit import TIMEOUT, StubServer, chat_reply, cli_env, run_cli
 
 KEY = "sk-test-SECRET-4f9a8b7c6d5e-never-write-me"
 KEY_PARTS = (KEY, KEY[8:30])  # the key, and a long piece of it (a truncated echo must not leak either)
@@ -65,8 +65,7 @@ def test_synthesize_process_never_writes_the_key(tmp_path):
     assert not leaks(r.stdout) and not leaks(r.stderr)
 
 
-def test_servers_echoing_the_key_in_errors(stopping_model, bench_data, tmp_path, caplog, capfd, monkeypatch,
-                                           short_guard_timeout):
+def test_servers_echoing_the_key_in_errors(stopping_model, bench_data, tmp_path, caplog, capfd, monkeypatch):
     """Guard and generation servers that put the key into their error bodies: the errors are stored (verdict raw
     text) and shown (the one-line CLI error), the key is masked everywhere; every logger at DEBUG."""
     from thinksafe.cli import main
@@ -80,7 +79,7 @@ def test_servers_echoing_the_key_in_errors(stopping_model, bench_data, tmp_path,
     served = ["--reasoning", "plain", "--backend", "openai", "--api_key_env", ENV, "--max_retries", "0"]
     with StubServer(responder(guard_errors=True)) as server, caplog.at_level(logging.DEBUG):
         guard = ["--guard_model", "stub-guard", "--guard_backend", "openai", "--guard_base_url", server.url,
-                 "--guard_api_key_env", ENV]
+                 "--guard_api_key_env", ENV, "--guard_timeout", TIMEOUT, "--guard_max_retries", 0]
         assert cli("synthesize", "--model", "stub-model", *served, "--base_url", server.url, "--guard", "judge-model",
                    *guard, "--harmful", "demo:harmful", "--limit", 2, "--out", tmp_path / "s", "--no_progress") == 0
         assert cli("evaluate", "--model", "stub-model", *served, "--base_url", server.url, "--judge", "llama-guard",

@@ -58,6 +58,8 @@ class EvaluateArgs:
     top_p: float = opt(0.95, "nucleus mass (paper: 0.95)")
     top_k: int = opt(0, "top-k, 0 = off")
     max_new_tokens: int = opt(512, "max new tokens per response (CPU preset; the paper allows 16k on GPU)")
+    reasoning_max_new_tokens: int | None = opt(None, "max new tokens on reasoning benchmarks (default: --max_new_tokens); "
+                                                     "lets safety sets stay short (the refusal judge reads the head)")
     seed: int = opt(0, "seed for --limit sampling, generation and the bootstrap")
     check_timeout: float = opt(DEFAULT_LIMIT, "seconds allowed per answer-equivalence check")
     bootstrap: int = opt(1000, "bootstrap resamples per confidence interval (95 percent, percentile method)")
@@ -84,15 +86,16 @@ def evaluate(args: EvaluateArgs, spec: ModelSpec, backend: BackendConfig, guard_
         raise ConfigError("evaluate: --samples and --bootstrap must be >= 1, --check-timeout > 0")
     guard_cfg = with_judge(guard_cfg, args.judge)
     benches = select(args.benchmarks)
-    sampling = {n: sampling_params(args, n) for n in {1, args.samples}}
+    sampling = {reasoning: sampling_params(args, reasoning) for reasoning in (False, True)}
     out = Path(args.out)
     runs = [  # every benchmark loads before DIR is touched or a model loads: a missing file fails fast
         BenchRun(b, sample(b.load(args.data_dir, include_copyright=args.include_copyright), args.limit, args.seed),
                  out / "raw" / f"{b.name}.jsonl", out / f"{b.name}.jsonl")
         for b in benches
     ]
-    generation = {**vars(spec), "backend": backend.backend, **vars(sampling[args.samples])}
-    prepare_dir(out, generation, {**vars(guard_cfg), "check_timeout": args.check_timeout}, args.overwrite)
+    generation = {**vars(spec), "backend": backend.backend, **vars(sampling[True]),
+                  "safety_max_new_tokens": sampling[False].max_new_tokens}
+    prepare_dir(out, generation, {**guard_cfg.key(), "check_timeout": args.check_timeout}, args.overwrite)
     fmt = generate_all(runs, spec, backend, sampling, args)
     score_all(runs, fmt, guard_cfg, args, backend.progress)
     results = {
@@ -120,9 +123,11 @@ def with_judge(cfg: GuardConfig, judge: str | None) -> GuardConfig:
     return replace(cfg, guard=judge)
 
 
-def sampling_params(args: EvaluateArgs, n: int) -> SamplingParams:
+def sampling_params(args: EvaluateArgs, reasoning: bool) -> SamplingParams:
+    """Reasoning benchmarks: --samples per problem and their own token limit; safety prompts: one sample."""
+    tokens = (args.reasoning_max_new_tokens or args.max_new_tokens) if reasoning else args.max_new_tokens
     return SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                          max_new_tokens=args.max_new_tokens, n=n, seed=args.seed)
+                          max_new_tokens=tokens, n=args.samples if reasoning else 1, seed=args.seed)
 
 
 # ---------------------------------------------------------------- output directory
@@ -169,7 +174,7 @@ def _clear(paths: list[Path]) -> None:
 
 
 def generate_all(runs: list[BenchRun], spec: ModelSpec, backend: BackendConfig,
-                 sampling: dict[int, SamplingParams], args: EvaluateArgs) -> ChatFormat:
+                 sampling: dict[bool, SamplingParams], args: EvaluateArgs) -> ChatFormat:
     """Generate for every benchmark with one model load; no load at all when everything is on disk."""
     for r in runs:
         drop_partial(r.raw, args.samples if r.bench.kind == "reasoning" else 1)
@@ -179,9 +184,8 @@ def generate_all(runs: list[BenchRun], spec: ModelSpec, backend: BackendConfig,
     generator = make_generator(spec, backend)
     fmt = generator.format
     for r in pending:
-        n = args.samples if r.bench.kind == "reasoning" else 1
         stats = generate_to_file(
-            generator, [i.to_prompt(r.bench.name) for i in r.items], sampling[n], r.raw, chunk_size=args.chunk_size,
+            generator, [i.to_prompt(r.bench.name) for i in r.items], sampling[r.bench.kind == "reasoning"], r.raw, chunk_size=args.chunk_size,
             meta={"model": spec.model, "adapter": spec.adapter, "benchmark": r.bench.name},
         )
         r.seconds["generate"] = round(stats.seconds, 2)
@@ -262,7 +266,7 @@ def refused(guard_says: bool | None, text: str, fmt: ChatFormat) -> bool | None:
 # ---------------------------------------------------------------- results
 
 
-def bench_result(r: BenchRun, args: EvaluateArgs, spec: ModelSpec, sampling: dict[int, SamplingParams]) -> dict[str, Any]:
+def bench_result(r: BenchRun, args: EvaluateArgs, spec: ModelSpec, sampling: dict[bool, SamplingParams]) -> dict[str, Any]:
     wanted = {i.id for i in r.items}
     records = list({rec["id"]: rec for rec in read_jsonl(r.scored) if rec["id"] in wanted}.values())
     responses = [x for rec in records for x in rec["responses"]]
@@ -287,12 +291,11 @@ def bench_result(r: BenchRun, args: EvaluateArgs, spec: ModelSpec, sampling: dic
         result = {"metric": "over_refusal_rate", **refusal_rate("benign"), "unsafe_refusal_rate": refusal_rate("harmful")}
     if kind != "reasoning":
         result["judge"] = ", ".join(sorted({x["verdict"]["guard"] for x in responses}))
-    n = args.samples if kind == "reasoning" else 1
     return {
         "kind": kind,
         **result,
         "prompts": len(records),
-        "sampling": vars(sampling[n]),
+        "sampling": vars(sampling[kind == "reasoning"]),
         "model": {"model": spec.model, "adapter": spec.adapter},
         "tokens": {
             "prompt": sum(x["prompt_tokens"] for x in responses),

@@ -31,13 +31,70 @@ log = logging.getLogger(__name__)
 # End-of-turn tokens of common chat templates; whichever exist in the vocabulary stop generation.
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<｜end▁of▁sentence｜>", "</s>")
 
-# Continuous batching: KV cache page (tokens), and query tokens per forward step (longer prompts are
-# prefilled in chunks). Both measured on CPU, see benchmarks/hf_engines.py.
+# Continuous batching: KV cache page (tokens), and query tokens per forward step (prompts are prefilled
+# in chunks of what the step has left after one token per decoding request).
 CB_PAGE_SIZE = 64
 CB_STEP_TOKENS = 512
 # Logits processors continuous batching applies per row exactly like `generate`; anything else (e.g. a
 # repetition penalty from the model's generation_config) needs the full history, so those runs use `padded`.
 _CB_PROCESSORS = {"TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper"}
+
+
+def _cb_sdpa(module, query, key, value, attention_mask, *args, cache=None, **kwargs):
+    """`sdpa` for continuous batching on CPU: each request attends to its own keys only.
+
+    Continuous batching packs the requests of a step into one row with a block-diagonal mask, so stock sdpa
+    scores every query against every request's keys (work ∝ requests² × length) and first copies the keys
+    once per query head. Here a decode step (one query per request) is one padded batch of requests × their
+    own keys, and a step with prefill chunks loops over the requests. Same math, same greedy tokens; any
+    other call (no paged cache, not CPU, sliding-window layers) goes to stock sdpa unchanged.
+    """
+    from transformers.generation.continuous_batching import PagedAttentionCache
+
+    if (
+        not isinstance(cache, PagedAttentionCache)
+        or query.device.type != "cpu"
+        or getattr(module, "sliding_window", None)
+        or args
+    ):
+        return _STOCK_SDPA["sdpa"](module, query, key, value, attention_mask, *args, cache=cache, **kwargs)
+    scaling = kwargs.get("scaling")
+    key, value = cache.update(key_states=key, value_states=value, layer_idx=module.layer_idx, kwargs=kwargs)
+    cu_q, cu_k = kwargs["cu_seq_lens_q"], kwargs["cu_seq_lens_k"].long()  # [requests + 1], this layer's keys
+    n, heads, dim = cu_q.numel() - 1, query.shape[1], query.shape[3]
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    if query.shape[2] == n:  # decode: one query per request
+        lengths = cu_k[1:] - cu_k[:-1]
+        pos = torch.arange(int(lengths.max()))
+        index = (cu_k[:-1, None] + pos).clamp_(max=key.shape[2] - 1)  # [n, longest]
+        keys, values = (x[0][:, index].transpose(0, 1) for x in (key, value))  # [n, kv heads, longest, dim]
+        mask = (pos < lengths[:, None])[:, None, None, :]
+        out = sdpa(query[0].transpose(0, 1).unsqueeze(2), keys, values, attn_mask=mask, scale=scaling, enable_gqa=True)
+        return out.view(1, n, heads, dim), None
+    out = torch.empty_like(query)
+    q_bounds, k_bounds = cu_q.tolist(), cu_k.tolist()
+    for r in range(n):
+        (q0, q1), (k0, k1) = q_bounds[r : r + 2], k_bounds[r : r + 2]
+        ql, kl = q1 - q0, k1 - k0
+        # causal, aligned to the end: query i sits at key position kl - ql + i
+        mask = None if ql in (1, kl) else torch.ones(ql, kl, dtype=torch.bool).tril_(kl - ql)
+        out[:, :, q0:q1] = sdpa(
+            query[:, :, q0:q1], key[:, :, k0:k1], value[:, :, k0:k1],
+            attn_mask=mask, is_causal=1 < ql == kl, scale=scaling, enable_gqa=True,
+        )
+    return out.transpose(1, 2).contiguous(), None
+
+
+_STOCK_SDPA: dict = {}  # the "sdpa" transformers shipped, kept for every call _cb_sdpa passes on
+
+
+def _install_cb_sdpa() -> None:
+    """Route transformers' "sdpa" through `_cb_sdpa` (once per process; it passes every non-paged call on)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if not _STOCK_SDPA:
+        _STOCK_SDPA["sdpa"] = ALL_ATTENTION_FUNCTIONS["sdpa"]
+        ALL_ATTENTION_FUNCTIONS["sdpa"] = _cb_sdpa
 
 
 def stop_token_ids(tokenizer, model) -> list[int]:
@@ -202,6 +259,7 @@ class HFGenerator:
         self, prompts: list[list[int]], sampling: SamplingParams, gen_config: GenerationConfig, on_result: OnResult | None
     ) -> list[list[Completion]]:
         model = self._cb_model()
+        _install_cb_sdpa()
         copies = 1 if sampling.temperature == 0 else sampling.n
         # n samples of a request: one request forked n ways after its prefill (the prompt is prefilled once).
         gen_config = model._prepare_generation_config(gen_config)[0]

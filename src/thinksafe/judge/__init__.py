@@ -14,9 +14,10 @@ answer only, so it ignores the setting.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from thinksafe.config import opt
 from thinksafe.errors import ConfigError
@@ -39,6 +40,12 @@ class GuardConfig:
     guard_api_key_env: str | None = opt(None, "NAME of the env var holding the guard server's API key")
     guard_sees: Literal["full", "answer"] = opt("full", "what the guard judges: full response with reasoning (paper) or answer only")
     guard_batch_size: int = opt(8, "pairs per guard forward pass")
+    guard_timeout: float = opt(120.0, "openai guard: seconds per request (a request that times out is judged unknown)")
+    guard_max_retries: int = opt(3, "openai guard: retries with backoff on 429/5xx/timeouts before a verdict is unknown")
+
+    def key(self) -> dict[str, Any]:
+        """The settings verdicts depend on, which caches hash: all but the server timeout and retries."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("guard_timeout", "guard_max_retries")}
 
 
 class Guard(Protocol):

@@ -142,7 +142,7 @@ class ForwardScorer:
 # ---------------------------------------------------------------- OpenAI-compatible server
 
 
-def openai_client(cfg: GuardConfig, timeout: float = 120.0):
+def openai_client(cfg: GuardConfig):
     """A client for cfg.guard_base_url; the key comes from the env var *named* in the config."""
     from openai import OpenAI
 
@@ -151,7 +151,7 @@ def openai_client(cfg: GuardConfig, timeout: float = 120.0):
     key = "EMPTY"  # local servers (vllm serve, llama.cpp) accept any key
     if cfg.guard_api_key_env:
         key = api_key_from_env(cfg.guard_api_key_env, "--guard_api_key_env")
-    return OpenAI(base_url=cfg.guard_base_url, api_key=key, timeout=timeout, max_retries=3)
+    return OpenAI(base_url=cfg.guard_base_url, api_key=key, timeout=cfg.guard_timeout, max_retries=cfg.guard_max_retries)
 
 
 class ServerScorer:

@@ -11,6 +11,7 @@ import json
 import os
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from thinksafe.config import opt
 from thinksafe.errors import ConfigError, InputError
 from thinksafe.models import ModelSpec, apply_adapter, load_model
 from thinksafe.progress import console
-from thinksafe.records import append_jsonl, ensure_dir, write_json_atomic, write_text_atomic
+from thinksafe.records import append_jsonl, ensure_dir, read_jsonl, write_json_atomic, write_text_atomic
 
 
 @dataclass
@@ -48,6 +49,8 @@ class TrainArgs:
     seed: int = opt(42, "seed")
     max_grad_norm: float = opt(1.0, "gradient-norm clip")
     save_steps: int = opt(50, "checkpoint every N optimizer steps (for --resume)")
+    save_every_epoch: bool = opt(False, "checkpoint at the end of every epoch instead, and keep them all (resume per "
+                                        "epoch; `thinksafe run` evaluates each for its safety-vs-time curve)")
     resume: bool = opt(False, "continue from the last checkpoint in OUT/checkpoints")
     gradient_checkpointing: bool = opt(False, "recompute activations in backward (less memory, ~30 % slower)")
     report_to: str = opt("none", "none | tensorboard | wandb")
@@ -70,6 +73,46 @@ def grad_accumulation(args: TrainArgs) -> int:
             f"{args.per_device_batch_size} x {world_size()} processes"
         )
     return args.effective_batch_size // per_step
+
+
+class CheckpointLedger:
+    """OUT/checkpoints.jsonl: one line per saved checkpoint with the training wall seconds and tokens so far.
+
+    Both carry over a resume (from the last line), so a curve of checkpoints stays on one axis; the work lost
+    after the last checkpoint is not counted. `tokens` is what the caller counts: trained tokens for SFT,
+    generated tokens for GRPO.
+    """
+
+    def __init__(self, out: Path, resume: bool, tokens: Callable[[], int]):
+        self.path, self.tokens, self.resume = out / "checkpoints.jsonl", tokens, resume
+        last = list(read_jsonl(self.path))[-1:] if resume and self.path.exists() else []
+        self.base = last[0] if last else {"wall_seconds": 0.0, "tokens": 0}
+        self.t0 = time.perf_counter()
+
+    def start(self) -> None:
+        if not self.resume:
+            self.path.unlink(missing_ok=True)
+        self.t0 = time.perf_counter()
+
+    def seconds(self) -> float:
+        return round(self.base["wall_seconds"] + time.perf_counter() - self.t0, 2)
+
+    def total_tokens(self) -> int:
+        return self.base["tokens"] + self.tokens()
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        ledger = self
+
+        class OnSave(TrainerCallback):
+            def on_save(self, targs, state, control, **kw):
+                if state.is_world_process_zero:
+                    append_jsonl(ledger.path, [{"step": state.global_step, "epoch": state.epoch,
+                                                "path": f"checkpoints/checkpoint-{state.global_step}",
+                                                "wall_seconds": ledger.seconds(), "tokens": ledger.total_tokens()}])
+
+        return OnSave()
 
 
 def add_lora(model, args: TrainArgs):
@@ -162,9 +205,9 @@ def train(args: TrainArgs, spec: ModelSpec, callbacks: list | None = None) -> di
         seed=args.seed,
         data_seed=args.seed,
         logging_steps=args.logging_steps,
-        save_strategy="steps",
+        save_strategy="epoch" if args.save_every_epoch else "steps",
         save_steps=args.save_steps,
-        save_total_limit=1,
+        save_total_limit=None if args.save_every_epoch else 1,
         report_to=[] if args.report_to == "none" else [args.report_to],
         remove_unused_columns=False,
         gradient_checkpointing=args.gradient_checkpointing,
@@ -174,15 +217,19 @@ def train(args: TrainArgs, spec: ModelSpec, callbacks: list | None = None) -> di
         include_num_input_tokens_seen="no",
         disable_tqdm=not is_main_process(),
     )
-    trainer = ThinkSafeTrainer(
-        model=model, args=targs, train_dataset=tokenized,
-        data_collator=lambda b: collate(b, tok.pad_token_id), callbacks=[MetricsLog(), *(callbacks or [])],
-    )
     resume = args.resume and any((out / "checkpoints").glob("checkpoint-*"))
+    ledger = CheckpointLedger(out, resume, tokens=lambda: trainer.tokens_seen)
+    trainer = ThinkSafeTrainer(
+        model=model, args=targs, train_dataset=tokenized, data_collator=lambda b: collate(b, tok.pad_token_id),
+        callbacks=[MetricsLog(), ledger.callback(), *(callbacks or [])],
+    )
+    if not args.full:  # name the base as the user did (alias / hub id), not our cache path, in checkpoints too
+        model.peft_config["default"].base_model_name_or_path = spec.model
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
             metrics_path.unlink(missing_ok=True)
+        ledger.start()
         console.print(f"train: {len(tokenized)} examples, {epochs:g} epochs, {trainable:,} / {total:,} params trainable, "
                       f"batch {args.per_device_batch_size} x {accum} accum x {world_size()} proc")
     t_train = time.perf_counter()
@@ -191,9 +238,6 @@ def train(args: TrainArgs, spec: ModelSpec, callbacks: list | None = None) -> di
     if not trainer.is_world_process_zero():
         return {}
 
-    if not args.full:  # name the base as the user did (alias / hub id), not our cache path
-        unwrapped = trainer.accelerator.unwrap_model(model)
-        unwrapped.peft_config["default"].base_model_name_or_path = spec.model
     model.save_pretrained(out)  # adapter (PEFT format) or full weights
     tok.padding_side = "right"
     tok.save_pretrained(out)
