@@ -19,7 +19,8 @@ import json
 from pathlib import Path
 
 from thinksafe.report import cost_ratio_rows, curve_points, load_run, md_table, training_cost
-from thinksafe.run import load_config, run
+from thinksafe.pipeline.config import load_config
+from thinksafe.pipeline.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"

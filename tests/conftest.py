@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/tiny.py
+sys.path.insert(0, str(Path(__file__).parent))  # tests/tiny.py, tests/tiny_runs.py
+
+from tiny_runs import one_thread, refusing_model, tiny_run  # noqa: E402, F401  (session fixtures: one tiny run)
 
 SHARED_DATA = Path(os.environ.get("THINKSAFE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

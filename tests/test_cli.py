@@ -87,7 +87,7 @@ def test_a_full_disk_is_one_line_not_a_traceback(monkeypatch, capsys):
     def out_of_space(argv):
         raise OSError(errno.ENOSPC, "No space left on device", "/data/out.jsonl")
 
-    monkeypatch.setitem(cli.COMMANDS, "generate", (out_of_space, "generate"))
+    monkeypatch.setattr(cli, "cmd_generate", out_of_space)
     with pytest.raises(SystemExit) as exit_:
         cli.main(["generate"])
     err = capsys.readouterr().err

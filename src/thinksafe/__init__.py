@@ -1,6 +1,7 @@
 """thinksafe: restore a reasoning model's safety with its own steered refusals (ThinkSafe, arXiv 2601.23143).
 
-The pipeline, one module each: prompts → steer → generate → judge → dataset → train → evaluate → report.
+The pipeline reads as its layout: stages/ (prompts → synthesize → train | grpo → evaluate → curve → shift),
+each built on generate/, judge/, train/ and evaluate/; pipeline/ runs arms × stages; report/ shows a run.
 """
 
 from thinksafe.errors import ConfigError, InputError, MissingDependency, ThinksafeError

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from thinksafe.config import opt, parse_config
 from thinksafe.errors import ThinksafeError
-from thinksafe.progress import console
+from thinksafe.progress import console, wide_console
 
 
 @dataclass
@@ -24,7 +24,7 @@ class GenerateArgs:
 
 def cmd_generate(argv: list[str]) -> int:
     from thinksafe.generate import BackendConfig, SamplingParams, make_generator
-    from thinksafe.generate.stage import generate_to_file
+    from thinksafe.generate.to_file import generate_to_file
     from thinksafe.models import ModelSpec
     from thinksafe.prompts import load_prompts
 
@@ -49,38 +49,6 @@ def cmd_generate(argv: list[str]) -> int:
     return 0
 
 
-def cmd_synthesize(argv: list[str]) -> int:
-    from thinksafe.dataset import SynthesizeArgs, synthesize
-    from thinksafe.generate import BackendConfig
-    from thinksafe.judge import GuardConfig
-    from thinksafe.models import ModelSpec
-
-    args, spec, backend, guard = parse_config(
-        "thinksafe synthesize",
-        (SynthesizeArgs, ModelSpec, BackendConfig, GuardConfig),
-        argv,
-        "Steer harmful prompts toward refusal, sample benign ones plainly, keep complete generations the guard "
-        "judges safe: the self-generated safety dataset (DIR/dataset.jsonl).",
-    )
-    synthesize(args, spec, backend, guard)
-    return 0
-
-
-def cmd_train(argv: list[str]) -> int:
-    from thinksafe.models import ModelSpec
-    from thinksafe.train import TrainArgs, train
-
-    args, spec = parse_config(
-        "thinksafe train",
-        (TrainArgs, ModelSpec),
-        argv,
-        "LoRA (or full) SFT with prompt masking on ThinkSafe-schema data or a teacher baseline. "
-        "Multi-process: accelerate launch -m thinksafe train … (or torchrun).",
-    )
-    train(args, spec)
-    return 0
-
-
 @dataclass
 class MergeArgs:
     adapter: str = opt("", "adapter directory written by thinksafe train")
@@ -89,7 +57,7 @@ class MergeArgs:
 
 
 def cmd_merge(argv: list[str]) -> int:
-    from thinksafe.train import merge
+    from thinksafe.train.merge import merge
 
     (args,) = parse_config("thinksafe merge", (MergeArgs,), argv, "Merge a LoRA adapter into its base model.")
     if not args.adapter or not args.out:
@@ -98,34 +66,25 @@ def cmd_merge(argv: list[str]) -> int:
     return 0
 
 
-def cmd_shift(argv: list[str]) -> int:
-    from thinksafe.models import ModelSpec
-    from thinksafe.shift import ShiftArgs, shift
+def stage_command(name: str) -> Callable[[list[str]], int]:
+    """`thinksafe <stage>`: its parser is built from the stage's settings and the shared sections it uses."""
 
-    args, spec = parse_config(
-        "thinksafe shift",
-        (ShiftArgs, ModelSpec),
-        argv,
-        "Mean per-token NLL / perplexity of each dataset's responses under the model (distribution shift).",
-    )
-    shift(args, spec)
-    return 0
+    def command(argv: list[str]) -> int:
+        from thinksafe.pipeline.config import SHARED_SECTIONS
+        from thinksafe.stages import get
 
+        stage = get(name)
+        prog = f"thinksafe {name}"
+        settings, *shared = parse_config(prog, (stage.Settings, *(SHARED_SECTIONS[u] for u in stage.uses)), argv,
+                                         stage.description or stage.help)
+        stage.run_command(settings, **dict(zip(stage.uses, shared)))
+        return 0
 
-def cmd_evaluate(argv: list[str]) -> int:
-    from thinksafe.evaluate.run import cmd_evaluate as evaluate
-
-    return evaluate(argv)
-
-
-def cmd_grpo(argv: list[str]) -> int:
-    from thinksafe.grpo import cmd_grpo as grpo
-
-    return grpo(argv)
+    return command
 
 
 def cmd_run(argv: list[str]) -> int:
-    from thinksafe.run import cmd_run as run
+    from thinksafe.pipeline.runner import cmd_run as run
 
     return run(argv)
 
@@ -143,7 +102,6 @@ def cmd_serve(argv: list[str]) -> int:
 
 
 def cmd_models(argv: list[str]) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from thinksafe.models import model_status
@@ -164,28 +122,30 @@ def cmd_models(argv: list[str]) -> int:
             f"{size / 2**20:,.0f} MiB" if size else "—",
             r["install"],
         )
-    Console(width=max(Console().width, 150)).print(table)
+    wide_console(stderr=False).print(table)
     return 0
 
 
-COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "generate": (cmd_generate, "generate responses for a prompt file"),
-    "models": (cmd_models, "list the embedded offline models"),
-    "synthesize": (cmd_synthesize, "steer, generate, judge: build the self-generated safety dataset"),
-    "train": (cmd_train, "LoRA / full SFT on a ThinkSafe-schema dataset"),
-    "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
-    "evaluate": (cmd_evaluate, "safety and reasoning benchmarks with CIs"),
-    "shift": (cmd_shift, "perplexity of datasets under a model (distribution shift)"),
-    "serve": (cmd_serve, "OpenAI-compatible HTTP server for a model (local use)"),
-    "run": (cmd_run, "run an experiment config end to end"),
-    "report": (cmd_report, "write report.md / report.html for a run"),
-    "grpo": (cmd_grpo, "GRPO baseline with a guard reward"),
-}
+def commands() -> dict[str, tuple[Callable[[list[str]], int], str]]:
+    """The commands, in the order `thinksafe --help` lists them: each stage of the registry that has a command
+    (stages/__init__.py; its flags are its settings dataclass and the shared sections it uses), then the rest."""
+    from thinksafe.stages import registry
+
+    stages = {s.name: (stage_command(s.name), s.help) for s in registry().values() if s.has_command}
+    return {
+        "generate": (cmd_generate, "generate responses for a prompt file"),
+        "models": (cmd_models, "list the embedded offline models"),
+        **stages,
+        "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
+        "serve": (cmd_serve, "OpenAI-compatible HTTP server for a model (local use)"),
+        "run": (cmd_run, "run an experiment config end to end"),
+        "report": (cmd_report, "write report.md / report.html for a run"),
+    }
 
 
 def usage() -> str:
     lines = ["usage: thinksafe <command> [options]  (thinksafe <command> --help for its options)", "", "commands:"]
-    lines += [f"  {name:<11} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [f"  {name:<11} {text}" for name, (_, text) in commands().items()]
     return "\n".join(lines)
 
 
@@ -213,11 +173,12 @@ def main(argv: list[str] | None = None) -> None:
         print(__version__)
         sys.exit(0)
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
+    table = commands()
+    if name not in table:
         print(f"error: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
     try:
-        sys.exit(COMMANDS[name][0](rest))
+        sys.exit(table[name][0](rest))
     except ThinksafeError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

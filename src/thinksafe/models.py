@@ -7,14 +7,14 @@ GGUF-quantized model, and a safetensors reload takes a second or two instead of 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,10 @@ class ModelSpec:
     reasoning: str = opt("auto", "reasoning format: auto (from the chat template) | think | plain")
     trust_remote_code: bool = opt(False, "allow the model repo's own Python code to run (off by default)")
 
+    def key(self) -> dict[str, Any]:
+        """What outputs made with this model depend on, which stage keys hash: all of it."""
+        return dataclasses.asdict(self)
+
 
 @dataclass
 class LoadedModel:
@@ -77,9 +81,6 @@ class LoadedModel:
     tokenizer: Any
     format: ChatFormat
     spec: ModelSpec
-    path: str  # resolved local directory or hub id
-    load_seconds: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- embedded aliases
@@ -249,7 +250,6 @@ def load_model(spec: ModelSpec | str, *, with_adapter: bool = True) -> LoadedMod
     if spec.adapter and with_adapter and not (Path(spec.adapter) / "adapter_config.json").exists():
         # fail before the (possibly long) base-model load
         raise InputError(f"{spec.adapter}: not a PEFT adapter directory (no adapter_config.json)")
-    t0 = time.perf_counter()
     path = resolve_model(spec.model)
     device = pick_device(spec.device)
     tok = load_tokenizer(spec, path)
@@ -260,7 +260,7 @@ def load_model(spec: ModelSpec | str, *, with_adapter: bool = True) -> LoadedMod
         model = apply_adapter(model, spec.adapter)
     model.eval()
     fmt = ChatFormat.detect(tok, spec.reasoning)
-    return LoadedModel(model, tok, fmt, spec, path, time.perf_counter() - t0)
+    return LoadedModel(model, tok, fmt, spec)
 
 
 def apply_adapter(model, adapter: str, *, is_trainable: bool = False):

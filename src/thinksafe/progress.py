@@ -19,9 +19,13 @@ from rich.progress import (
 console = Console(stderr=True)
 
 
+def wide_console(width: int = 150, stderr: bool = True) -> Console:
+    """A console at least `width` columns wide, even when piped (rich would squeeze wide tables into 80)."""
+    return Console(stderr=stderr, width=max(console.width, width))
+
+
 def print_table(table) -> None:
-    """Print a wide table at >= 150 columns even when stderr is piped (rich would squeeze it into 80)."""
-    Console(stderr=True, width=max(console.width, 150)).print(table)
+    wide_console().print(table)
 
 
 class _Bar:

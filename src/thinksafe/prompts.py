@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -213,3 +213,20 @@ def demo_prompts(label: str = "") -> list[Prompt]:
         for r in rows
         if not label or r["label"] == label
     ]
+
+
+def merge_labelled(*groups: Iterable[Prompt]) -> tuple[list[Prompt], int]:
+    """One prompt per text across labelled groups, in order of first appearance; a text that is both harmful
+    and benign stays harmful. Returns (prompts, texts collapsed)."""
+    by_id: dict[str, Prompt] = {}
+    collapsed = 0
+    for group in groups:
+        for p in group:
+            if p.id not in by_id:
+                by_id[p.id] = p
+                continue
+            collapsed += 1
+            if p.label == "harmful" and by_id[p.id].label != "harmful":
+                by_id[p.id] = p  # keeps the first one's place
+    return list(by_id.values()), collapsed
+

@@ -177,6 +177,29 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+def read_json(path: str | os.PathLike, *, missing_ok: bool = False) -> Any:
+    """A JSON file's content; a missing file is None when `missing_ok`, else (and a bad file always) one
+    InputError line naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        if missing_ok:
+            return None
+        raise InputError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: unreadable ({e})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: unreadable ({e})") from None
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> None:
+    """Replace a JSONL file as a whole (temp file + rename)."""
+    write_text_atomic(path, "".join(json.dumps(to_dict(r), ensure_ascii=False) + "\n" for r in records))
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON via temp file + fsync + rename: readers never see a truncated file."""
     write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")

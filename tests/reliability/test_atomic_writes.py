@@ -142,7 +142,7 @@ def test_a_prompt_with_some_of_its_samples_is_generated_again(tmp_path):
     """A write cut at a line boundary can keep 1 of a prompt's 2 samples; a resumed stage must not count the
     prompt as done (it would stay one sample short forever), nor duplicate the sample it has."""
     from thinksafe.generate import SamplingParams
-    from thinksafe.generate.stage import generate_to_file
+    from thinksafe.generate.to_file import generate_to_file
     from thinksafe.records import Completion, Prompt
 
     class Echo:
@@ -176,10 +176,10 @@ def test_evaluate_keeps_previous_results_when_the_final_write_fails(stopping_mod
                                                                      monkeypatch):
     """A finished evaluation rerun (e.g. with a new bootstrap count) on a disk that fills up exactly while
     results.json is written: the stage fails, the previous results.json is untouched."""
-    from thinksafe.evaluate import EvaluateArgs, evaluate
     from thinksafe.generate import BackendConfig
     from thinksafe.judge import GuardConfig
     from thinksafe.models import ModelSpec
+    from thinksafe.stages.evaluate import EvaluateArgs, evaluate
 
     def run(**kw):
         args = EvaluateArgs(benchmarks="xstest,gsm8k", data_dir=str(bench_data), out=str(tmp_path / "e"), limit=3,

@@ -27,7 +27,7 @@ GEN = ["generate", "--model", "{model}", "--out", "{tmp}/out.jsonl", "--no_progr
 SYN = ["synthesize", "--model", "{model}", "--out", "{tmp}/synth_new", "--no_progress", "--max-new-tokens", "2"]
 EVAL = ["evaluate", "--model", "{model}", "--data-dir", "{data}", "--out", "{tmp}/eval", "--no_progress",
         "--max-new-tokens", "2", "--limit", "2"]
-TRAIN = ["train", "--model", "{model}", "--out", "{tmp}/train", "--epochs", "1"]
+TRAIN = ["train", "--model", "{model}", "--out", "{tmp}/train_new", "--epochs", "1"]
 GOOD_JSONL = '{"prompt": "What is 2 + 2?"}\n{"prompt": "Write a poem."}\n'
 MB = 1 << 20
 SECRET = "sk-test-SECRET-do-not-echo-0xC0FFEE"
@@ -156,11 +156,14 @@ CASES = [
     ("generate-out-in-proc", GEN + ["--prompts", "{tmp}/p.jsonl", "--out", "/proc/thinksafe/out.jsonl"],
      {"p.jsonl": GOOD_JSONL}, r"/proc/thinksafe/out\.jsonl: cannot create output directory"),
     ("synthesize-into-other-config", SYN + ["--harmful", "demo:harmful", "--out", "{tmp}/synth"], {},
-     r"synth: made with a different config \(changed: guard, model, synthesize\)"),
+     r"synth: made with a different config \(changed: backend, deps, guard, model, settings\)"),
     ("synthesize-corrupt-config", SYN + ["--harmful", "demo:harmful", "--out", "{tmp}/broken"],
-     {"broken/synth_config.json": '{"hash": '}, r"broken/synth_config\.json: unreadable"),
+     {"broken/stage.json": '{"key": '}, r"broken/stage\.json: unreadable"),
     ("evaluate-into-other-config", EVAL + ["--benchmarks", "gsm8k"], {},
-     r"eval: generated with a different config \(changed: .*max_new_tokens"),
+     r"eval: made with a different config \(changed: .*max_new_tokens"),
+    ("train-into-other-config", TRAIN[:4] + ["{tmp}/train", "--data", "{tmp}/d.jsonl"],
+     {"d.jsonl": '{"instruction": "hi", "response": "hello", "prompt_label": "benign"}\n'},
+     r"train: made with a different config \(changed: .*settings"),
     # ------------------------------------------------ training data
     ("train-zero-after-filter", TRAIN + ["--data", "{tmp}/d.jsonl", "--max-length", "4"],
      {"d.jsonl": '{"instruction": "hi there", "response": "hello friend", "prompt_label": "benign"}\n' * 2},
@@ -185,13 +188,16 @@ def prepare(tmp: Path, files: dict, bench_data: Path) -> None:
     (tmp / "out.jsonl").write_text('{"id": "a", "text": "kept"}\n{"id": "b", "text": "kept too"}\n')
     (tmp / "afile").write_text("a regular file where a directory is expected\n")
     (tmp / "eval").mkdir()
-    (tmp / "eval" / "eval_config.json").write_text(json.dumps({"generation": {"max_new_tokens": 99}, "scoring": {}}))
+    earlier = {"key": "0" * 16, "parts": {}}  # a finished stage's stage.json and done.json, other settings
+    (tmp / "eval" / "stage.json").write_text(json.dumps({**earlier, "config": {"generation": {"max_new_tokens": 99}}}))
+    (tmp / "eval" / "done.json").write_text(json.dumps(earlier))
     (tmp / "eval" / "results.json").write_text('{"benchmarks": {"gsm8k": {"value": 0.5}}}\n')
     (tmp / "synth").mkdir()
-    (tmp / "synth" / "synth_config.json").write_text(json.dumps({"hash": "0" * 16, "config": {}}))
+    (tmp / "synth" / "stage.json").write_text(json.dumps({**earlier, "config": {}}))
     (tmp / "synth" / "dataset.jsonl").write_text('{"instruction": "x", "response": "y"}\n')
     (tmp / "train").mkdir()
     (tmp / "train" / "train_stats.json").write_text('{"examples": 3}\n')
+    (tmp / "train" / "stage.json").write_text(json.dumps({**earlier, "config": {}}))
     shutil.copytree(bench_data, tmp / "data")
     for name, content in files.items():
         path = tmp / name

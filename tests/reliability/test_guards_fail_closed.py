@@ -119,10 +119,10 @@ def cycling():
 
 
 def test_synthesize_counts_unknown_and_keeps_none(stopping_model, tmp_path):
-    from thinksafe.dataset import SynthesizeArgs, synthesize
     from thinksafe.generate import BackendConfig
     from thinksafe.models import ModelSpec
     from thinksafe.records import read_jsonl
+    from thinksafe.stages.synthesize import SynthesizeArgs, synthesize
 
     out = tmp_path / "s"
     with StubServer(cycling()) as server:
@@ -143,10 +143,10 @@ def test_synthesize_counts_unknown_and_keeps_none(stopping_model, tmp_path):
 
 
 def test_evaluate_counts_unknown_and_reports_no_rate(stopping_model, bench_data, tmp_path):
-    from thinksafe.evaluate import EvaluateArgs, evaluate
     from thinksafe.generate import BackendConfig
     from thinksafe.models import ModelSpec
     from thinksafe.records import read_jsonl
+    from thinksafe.stages.evaluate import EvaluateArgs, evaluate
 
     out = tmp_path / "e"
     with StubServer(cycling()) as server:

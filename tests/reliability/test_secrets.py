@@ -58,7 +58,7 @@ def test_synthesize_process_never_writes_the_key(tmp_path):
     assert requests and all(h.get("authorization") == f"Bearer {KEY}" for _, h, _ in requests)
     assert any(b.get("logprobs") for _, _, b in requests) and any(not b.get("logprobs") for _, _, b in requests)
     assert "HTTP Request: POST" in r.stderr  # the client's debug log did run
-    config = json.loads((out / "synth_config.json").read_text())
+    config = json.loads((out / "stage.json").read_text())
     assert config["config"]["guard"]["guard_api_key_env"] == ENV  # the variable's name is what is stored
     assert json.loads((out / "stats.json").read_text())["per_label"]["harmful"]["kept"] == 3
     assert not files_with_key(out)
@@ -100,12 +100,12 @@ def test_servers_echoing_the_key_in_errors(stopping_model, bench_data, tmp_path,
 def test_keys_are_only_read_from_the_environment():
     """No pipeline option can hold a key: anything key-, token- or secret-like names an environment variable."""
     from thinksafe.cli import GenerateArgs
-    from thinksafe.dataset import SynthesizeArgs
-    from thinksafe.evaluate.run import EvaluateArgs
     from thinksafe.generate import BackendConfig
     from thinksafe.judge import GuardConfig
     from thinksafe.models import ModelSpec
-    from thinksafe.train import TrainArgs
+    from thinksafe.stages.evaluate import EvaluateArgs
+    from thinksafe.stages.sft import TrainArgs
+    from thinksafe.stages.synthesize import SynthesizeArgs
 
     for cls in (GenerateArgs, SynthesizeArgs, EvaluateArgs, TrainArgs, ModelSpec, BackendConfig, GuardConfig):
         for f in dataclasses.fields(cls):

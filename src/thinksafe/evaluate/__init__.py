@@ -1,12 +1,11 @@
-"""Evaluation: safety, over-refusal and reasoning benchmarks as small typed pieces.
+"""Evaluation's pieces: benchmarks, answer checking, statistics, scoring. The stage is stages/evaluate.py.
 
     benchmarks.py   Benchmark = data source + rows → Items (prompt with template, judge label, reference answer)
     answers.py      reasoning scorer: final-answer extraction + time-limited math-verify equivalence
     stats.py        seeded percentile-bootstrap CIs
-    run.py          the stage: generate (resumable) → judge / grade → results.json + table; `thinksafe evaluate`
+    scoring.py      judge the safety sets, grade the reasoning sets, each benchmark's metric with its CI
 """
 
 from thinksafe.evaluate.benchmarks import BENCHMARKS, Benchmark, Item
-from thinksafe.evaluate.run import EvaluateArgs, cmd_evaluate, evaluate
 
-__all__ = ["BENCHMARKS", "Benchmark", "EvaluateArgs", "Item", "cmd_evaluate", "evaluate"]
+__all__ = ["BENCHMARKS", "Benchmark", "Item"]

@@ -65,6 +65,11 @@ class BackendConfig:
     max_retries: int = opt(5, "openai: retries with backoff on 429/5xx/timeouts")
     progress: bool = opt(True, "show progress bars")
 
+    def key(self) -> dict[str, str]:
+        """What generations depend on, which stage keys hash: the backend; batching and server settings
+        change how fast, not what (greedy outputs are tested equal across batchings)."""
+        return {"backend": self.backend}
+
 
 class Generator(Protocol):
     format: ChatFormat

@@ -1,10 +1,10 @@
 """transformers backend, two engines (BackendConfig.hf_engine).
 
-`continuous` (default): transformers' continuous batching (`init_continuous_batching`) on a paged KV cache.
-A request that finishes frees its slot for the next one at once, and its result is handed to `on_result`
-as soon as all its samples are done, so results arrive out of order.
-`padded`: length-sorted, left-padded batches sized by a token budget, each run by `model.generate` until
-its longest row ends.
+`padded` (default): length-sorted, left-padded batches sized by a token budget, each run by `model.generate`
+until its longest row ends.
+`continuous`: transformers' continuous batching (`init_continuous_batching`) on a paged KV cache. A request
+that finishes frees its slot for the next one at once, and its result is handed to `on_result` as soon as
+all its samples are done, so results arrive out of order.
 
 Both give the same greedy text (tests/test_generate_hf.py). With sampling, each engine is reproducible
 on its own (same seed + same inputs = same outputs) but the two draw different samples.

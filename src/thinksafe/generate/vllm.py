@@ -16,7 +16,6 @@ Scripts that use this backend need an `if __name__ == "__main__":` guard (worker
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import sys
@@ -28,7 +27,7 @@ from thinksafe.errors import InputError, MissingDependency
 from thinksafe.formats import ChatFormat
 from thinksafe.generate import BackendConfig, Messages, OnResult, SamplingParams
 from thinksafe.models import ModelSpec, load_tokenizer, resolve_model
-from thinksafe.records import Completion
+from thinksafe.records import Completion, read_json
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ def _lora_rank(adapter: str) -> int:
     cfg = Path(adapter) / "adapter_config.json"
     if not cfg.exists():
         raise InputError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json)")
-    r = int(json.loads(cfg.read_text()).get("r", 8))
+    r = int(read_json(cfg).get("r", 8))
     return next((x for x in _LORA_RANKS if x >= max(r, 64)), r)  # 64 covers our adapters; larger rounds up
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from thinksafe.errors import ConfigError
 from thinksafe.formats import THINK_CLOSE, THINK_OPEN, ChatFormat
 from thinksafe.judge import GuardConfig, check_lengths
-from thinksafe.judge.llama_guard import (
+from thinksafe.judge.scoring import (
     AnswerWords,
     ForwardScorer,
     Messages,

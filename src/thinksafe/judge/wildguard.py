@@ -147,4 +147,4 @@ def load_hf_raw(spec, backend):
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=pick_dtype(spec.dtype, device), trust_remote_code=spec.trust_remote_code
     ).to(device).eval()
-    return HFGenerator(LoadedModel(model, tokenizer, ChatFormat(), spec, path), backend)
+    return HFGenerator(LoadedModel(model, tokenizer, ChatFormat(), spec), backend)

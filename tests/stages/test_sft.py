@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 
 from thinksafe.formats import ChatFormat
 from thinksafe.models import ModelSpec, load_model
-from thinksafe.train import TrainArgs, add_lora, train
+from thinksafe.stages.sft import TrainArgs, train
 from thinksafe.train.data import IGNORE, Example, collate, load_examples, strip_think, tokenize
+from thinksafe.train.lora import add_lora
 from thinksafe.train.loss import response_loss
 
 EXAMPLES = [
@@ -231,7 +232,7 @@ def test_smollm2_finetune_lowers_loss_on_its_examples(tmp_path):
 
 
 def test_merge_gives_the_same_logits_as_base_plus_adapter(tiny_models, tmp_path):
-    from thinksafe.train import merge
+    from thinksafe.train.merge import merge
 
     data = write_data(tmp_path / "d.jsonl")
     out = tmp_path / "run"

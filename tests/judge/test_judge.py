@@ -11,15 +11,9 @@ import torch
 from thinksafe.formats import ChatFormat
 from thinksafe.judge import AnswerOnly, GuardConfig, make_guard, split_response
 from thinksafe.judge.judge_model import WORDS, JudgeModel, answer_prompt
-from thinksafe.judge.llama_guard import (
-    AnswerWords,
-    ForwardScorer,
-    LlamaGuard,
-    ServerScorer,
-    first_word_label,
-    llama_guard_text,
-)
+from thinksafe.judge.llama_guard import LlamaGuard, llama_guard_text
 from thinksafe.judge.refusal import RefusalGuard, find_refusal, is_refusal
+from thinksafe.judge.scoring import AnswerWords, ForwardScorer, ServerScorer, first_word_label
 from thinksafe.judge.wildguard import WildGuard, build_input, parse_wildguard, use_raw_prompts
 from thinksafe.records import Completion, Verdict
 
@@ -536,7 +530,7 @@ def test_judge_model_text_fallback_without_tokens():
                                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                                          eos_token_id=1, pad_token_id=0)).eval()
     # built in memory: a save/load round trip would swap the WordLevel tokenizer for Qwen2's class
-    loaded = LoadedModel(model, tok, ChatFormat.detect(tok), ModelSpec("wordlevel"), "wordlevel")
+    loaded = LoadedModel(model, tok, ChatFormat.detect(tok), ModelSpec("wordlevel"))
     g = JudgeModel.from_loaded(loaded, progress=False)
     assert type(g.scorer).__name__ == "TextScorer"
     v = g.judge(["p", "q", "r"], ["a", "b", "c"])
@@ -563,7 +557,7 @@ def test_judge_model_requires_a_model():
 
 
 def test_guard_server_timeout_and_retries_are_options_outside_the_cache_key():
-    from thinksafe.judge.llama_guard import openai_client
+    from thinksafe.judge.scoring import openai_client
 
     cfg = GuardConfig(guard="llama-guard", guard_backend="openai", guard_base_url="http://127.0.0.1:9/v1",
                       guard_timeout=2.5, guard_max_retries=1)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from thinksafe.dataset import SynthesizeArgs, select
+from thinksafe.stages.synthesize import SynthesizeArgs, select
 
 
 def row(pid, sample, label="harmful", verdict="safe", complete=True, refused=None):
@@ -61,10 +61,10 @@ def test_require_all_safe_keeps_only_fully_safe_prompts_with_seeded_pick():
 
 
 def run_synth(model_dir, out, **kw):
-    from thinksafe.dataset import synthesize
     from thinksafe.generate import BackendConfig
     from thinksafe.judge import GuardConfig
     from thinksafe.models import ModelSpec
+    from thinksafe.stages.synthesize import synthesize
 
     args = SynthesizeArgs(harmful="demo:harmful", benign="demo:benign", out=str(out), limit=5, max_new_tokens=6,
                           chunk_size=2, **kw)
@@ -105,6 +105,7 @@ def test_synthesize_resume_after_crash_gives_same_records(tiny_models, tmp_path)
     (b / "raw_generations.jsonl").write_text("\n".join(raw[:3]) + "\n" + raw[3][:25])  # torn mid-line
     (b / "generations.jsonl").write_text("\n".join((b / "generations.jsonl").read_text().splitlines()[:1]) + "\n")
     (b / "dataset.jsonl").unlink()
+    (b / "done.json").unlink()  # a crash leaves no done marker
     run_synth(tiny_models["plain"], b)
 
     def ids(d, f):
@@ -122,7 +123,7 @@ def test_changed_config_refuses_to_mix(tiny_models, tmp_path):
 
     out = tmp_path / "s"
     run_synth(tiny_models["plain"], out)
-    with pytest.raises(ConfigError, match="different config \\(changed: synthesize\\)"):
+    with pytest.raises(ConfigError, match="different config \\(changed: steering\\)"):
         run_synth(tiny_models["plain"], out, steering="suffix")
     stats = run_synth(tiny_models["plain"], out, steering="suffix", overwrite=True)
     assert stats["per_label"]["harmful"]["prompts"] == 5
@@ -132,10 +133,10 @@ def test_changed_config_refuses_to_mix(tiny_models, tmp_path):
 @pytest.mark.slow
 def test_qwen_steering_raises_refusal_yield(shared_data, tmp_path):
     """The ThinkSafe effect on a real model: the prefix makes the model refuse more harmful prompts."""
-    from thinksafe.dataset import synthesize
     from thinksafe.generate import BackendConfig
     from thinksafe.judge import GuardConfig
     from thinksafe.models import EMBEDDED, ModelSpec, embedded_sources
+    from thinksafe.stages.synthesize import synthesize
 
     if embedded_sources(EMBEDDED["qwen2.5-coder-0.5b-instruct"]) is None:
         pytest.skip("qwen2.5-coder-0.5b-instruct not installed")

@@ -5,15 +5,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import thinksafe.grpo as grpo_mod
+import thinksafe.train.rewards as rewards_mod
+from thinksafe.cli import stage_command
 from thinksafe.config import parse_config
 from thinksafe.errors import InputError
 from thinksafe.formats import ChatFormat
-from thinksafe.grpo import GRPOArgs, Rewards, cmd_grpo, format_reward, grpo, guard_reward, load_grpo_prompts
 from thinksafe.judge import GuardConfig
 from thinksafe.judge.refusal import RefusalGuard
 from thinksafe.models import ModelSpec, load_model
 from thinksafe.records import Verdict
+from thinksafe.stages.grpo import GRPOArgs, grpo, load_grpo_prompts
+from thinksafe.train.rewards import Rewards, format_reward, guard_reward
 
 THINK = ChatFormat("think")
 R1 = ChatFormat("think", opens_think=True)
@@ -94,7 +96,7 @@ def test_prompts_need_labels_and_harmful_wins(tmp_path):
 
 
 def test_cpu_preset_parses():
-    preset = Path(__file__).resolve().parents[1] / "configs" / "grpo-cpu.yaml"
+    preset = Path(__file__).resolve().parents[2] / "configs" / "grpo-cpu.yaml"
     args, spec, guard = parse_config("thinksafe grpo", (GRPOArgs, ModelSpec, GuardConfig), ["--config", str(preset)])
     assert args.num_generations == 4 and args.max_completion_length == 64 and args.limit
     per_step = args.per_device_batch_size * args.gradient_accumulation_steps
@@ -111,7 +113,7 @@ def test_tiny_grpo_run_moves_the_adapter_and_writes_outputs(tiny_models, tmp_pat
         seen.extend(zip(verdicts, labels))
         return [r + i % 2 for i, r in enumerate(guard_reward(verdicts, labels))]
 
-    monkeypatch.setattr(grpo_mod, "guard_reward", varied)
+    monkeypatch.setattr(rewards_mod, "guard_reward", varied)  # where Rewards.guard looks it up
     out = tmp_path / "run"
     args = GRPOArgs(harmful="demo:harmful", benign="demo:benign", limit=2, out=str(out), num_generations=2,
                     max_completion_length=8, per_device_batch_size=2, gradient_accumulation_steps=1, max_steps=3,
@@ -146,7 +148,7 @@ def test_tiny_grpo_run_moves_the_adapter_and_writes_outputs(tiny_models, tmp_pat
     flags = ["--model", model, "--harmful", "demo:harmful", "--benign", "demo:benign", "--limit", "2", "--out", str(out),
              "--num_generations", "2", "--max_completion_length", "8", "--per_device_batch_size", "2",
              "--gradient_accumulation_steps", "1", "--save_steps", "2", "--lora_r", "4", "--max_steps", "4", "--resume"]
-    assert cmd_grpo(flags) == 0
+    assert stage_command("grpo")(flags) == 0
     saves = [json.loads(line) for line in (out / "checkpoints.jsonl").read_text().splitlines()]
     assert [s["step"] for s in saves] == [2, 3, 4]
     assert saves[2]["wall_seconds"] > saves[1]["wall_seconds"] and saves[2]["tokens"] > saves[1]["tokens"]

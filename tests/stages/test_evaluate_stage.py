@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from thinksafe.errors import ConfigError
-from thinksafe.evaluate import run as stage
 from thinksafe.evaluate.benchmarks import BENCHMARKS, Item
-from thinksafe.evaluate.run import EvaluateArgs, averages, evaluate, judge_chunk, prepare_dir, with_judge
+from thinksafe.evaluate.scoring import averages, judge_chunk
 from thinksafe.formats import ChatFormat
 from thinksafe.generate import BackendConfig
 from thinksafe.judge import GuardConfig
 from thinksafe.judge.refusal import RefusalGuard
 from thinksafe.models import ModelSpec
+from thinksafe.stages import evaluate as stage
+from thinksafe.stages.evaluate import EvaluateArgs, evaluate, with_judge
 
 BENCHES = "strongreject,xstest,gsm8k"
 
@@ -75,7 +77,9 @@ def test_tiny_end_to_end_files_results_and_resume(tiny_models, shared_data, tmp_
     verdict = json.loads(lines(out / "strongreject.jsonl")[0])["responses"][0]["verdict"]
     assert verdict["label"] in ("safe", "unsafe", "unknown") and verdict["guard"] == "refusal:v1"
 
-    # Resume after losing the last scored record: re-scored from the saved generations, no model load.
+    # Resume after a crash that lost the last scored record (and so never marked the stage done): re-scored
+    # from the saved generations, no model load.
+    (out / "done.json").unlink()
     scored = (out / "gsm8k.jsonl").read_text()
     (out / "gsm8k.jsonl").write_text("".join(line + "\n" for line in scored.splitlines()[:-1]))
     with monkeypatch.context() as m:
@@ -88,11 +92,12 @@ def test_tiny_end_to_end_files_results_and_resume(tiny_models, shared_data, tmp_
     raw = out / "raw" / "gsm8k.jsonl"
     raw.write_text("".join(line + "\n" for line in lines(raw)[:-1]))
     (out / "gsm8k.jsonl").unlink()
+    (out / "done.json").unlink()
     run_eval(tiny_models["plain"], out, shared_data)
     assert len(lines(raw)) == 6 and len(lines(out / "gsm8k.jsonl")) == 3
 
     # Another sampling config must not mix into this DIR.
-    with pytest.raises(ConfigError, match=r"generated with a different config \(changed: max_new_tokens, safety_max_new_tokens\)"):
+    with pytest.raises(ConfigError, match=r"made with a different config \(changed: max_new_tokens\)"):
         run_eval(tiny_models["plain"], out, shared_data, max_new_tokens=9)
 
 
@@ -103,29 +108,51 @@ def test_reasoning_benchmarks_get_their_own_token_limit(tiny_models, shared_data
     spent = {n: [json.loads(x)["completion_tokens"] for x in lines(out / "raw" / f"{n}.jsonl")] for n in ("strongreject", "gsm8k")}
     assert results["benchmarks"]["strongreject"]["sampling"]["max_new_tokens"] == 3 and max(spent["strongreject"]) <= 3
     assert results["benchmarks"]["gsm8k"]["sampling"]["max_new_tokens"] == 10 and 3 < max(spent["gsm8k"]) <= 10
-    with pytest.raises(ConfigError, match=r"\(changed: max_new_tokens\)"):  # a new reasoning limit is a new config
+    with pytest.raises(ConfigError, match=r"\(changed: reasoning_max_new_tokens\)"):  # a new reasoning limit: a new config
         run_eval(tiny_models["plain"], out, shared_data, benchmarks="strongreject,gsm8k", limit=2, samples=1,
                  max_new_tokens=3, reasoning_max_new_tokens=12)
 
 
-def test_prepare_dir_guards_generations_and_rescoring(tmp_path):
-    gen, score = {"model": "m", "temperature": 0.6}, {"guard": "refusal", "check_timeout": 5.0}
-    prepare_dir(tmp_path, gen, score, overwrite=False)
-    (tmp_path / "raw").mkdir()
-    for p in ("raw/gsm8k.jsonl", "gsm8k.jsonl", "results.json"):
-        (tmp_path / p).write_text("{}\n")
-    prepare_dir(tmp_path, gen, {**score, "guard": "llama-guard"}, overwrite=False)  # new judge: re-score only
+def test_a_new_judge_or_limit_rescores_the_saved_generations_and_a_new_model_needs_overwrite(tmp_path):
+    from thinksafe.generate import BackendConfig
+    from thinksafe.judge import GuardConfig
+    from thinksafe.models import ModelSpec
+    from thinksafe.stages.base import Job, StageDir, stage_key
+    from thinksafe.stages.evaluate import EVALUATE
+
+    def open_dir(job, overwrite=False):
+        key, parts, config = stage_key(EVALUATE, job)
+        return StageDir(job.out).open(EVALUATE, key, parts, config, overwrite, [])
+
+    job = Job(EvaluateArgs(out=str(tmp_path)), tmp_path, ModelSpec("m"), BackendConfig(), GuardConfig())
+    open_dir(job)
+
+    def fill():
+        (tmp_path / "raw").mkdir(exist_ok=True)
+        for p in ("raw/gsm8k.jsonl", "gsm8k.jsonl", "results.json"):
+            (tmp_path / p).write_text("{}\n")
+
+    fill()
+    job = replace(job, guard=GuardConfig(guard="llama-guard"))
+    open_dir(job)  # new judge: re-score only
     assert (tmp_path / "raw/gsm8k.jsonl").exists() and not (tmp_path / "gsm8k.jsonl").exists()
-    assert not (tmp_path / "results.json").exists()
+    assert (tmp_path / "results.json").exists()  # replaced when the re-score ends, not before
+    fill()
+    job = replace(job, settings=EvaluateArgs(out=str(tmp_path), bootstrap=50))
+    open_dir(job)  # a new summary: nothing cleared
+    assert (tmp_path / "gsm8k.jsonl").exists()
+    fill()
+    open_dir(replace(job, settings=EvaluateArgs(out=str(tmp_path), limit=3, bootstrap=50)))  # other prompts
+    assert (tmp_path / "raw/gsm8k.jsonl").exists() and not (tmp_path / "gsm8k.jsonl").exists()
     with pytest.raises(ConfigError, match="changed: model"):
-        prepare_dir(tmp_path, {**gen, "model": "other"}, score, overwrite=False)
-    prepare_dir(tmp_path, {**gen, "model": "other"}, score, overwrite=True)
+        open_dir(replace(job, model=ModelSpec("other")))
+    open_dir(replace(job, model=ModelSpec("other")), overwrite=True)
     assert not (tmp_path / "raw/gsm8k.jsonl").exists()
     fresh = tmp_path / "fresh"
     (fresh / "raw").mkdir(parents=True)
     (fresh / "raw/xstest.jsonl").write_text("{}\n")
-    with pytest.raises(ConfigError, match="no eval_config.json"):
-        prepare_dir(fresh, gen, score, overwrite=False)
+    with pytest.raises(ConfigError, match="holds files but no stage.json"):
+        open_dir(replace(job, out=fresh))
 
 
 def test_xstest_refusals_fall_back_to_the_detector_and_unclosed_thinking_is_unknown():
@@ -169,14 +196,18 @@ def test_paper_averages_need_all_four_and_judge_flag():
 
 
 def test_cli_parses_flags(tmp_path, monkeypatch):
+    from thinksafe.cli import stage_command
+    from thinksafe.stages.evaluate import Evaluate
+
     seen = {}
-    monkeypatch.setattr(stage, "evaluate", lambda args, spec, backend, guard: seen.update(args=args, spec=spec, guard=guard))
-    assert stage.cmd_evaluate(["--model", "m", "--adapter", "a", "--benchmarks", "gsm8k,xstest", "--limit", "5",
+    monkeypatch.setattr(Evaluate, "run_command", lambda self, settings, **shared: seen.update(args=settings, **shared))
+    cmd_evaluate = stage_command("evaluate")
+    assert cmd_evaluate(["--model", "m", "--adapter", "a", "--benchmarks", "gsm8k,xstest", "--limit", "5",
                                "--samples", "4", "--judge", "llama-guard", "--max-new-tokens", "300",
                                "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 0
-    args, spec = seen["args"], seen["spec"]
+    args, spec = seen["args"], seen["model"]
     assert (args.benchmarks, args.limit, args.samples, args.judge, args.max_new_tokens) == ("gsm8k,xstest", 5, 4, "llama-guard", 300)
     assert (spec.model, spec.adapter, args.temperature, args.top_p) == ("m", "a", 0.6, 0.95)
     with pytest.raises(SystemExit) as e:  # help strings go through argparse's %-formatting
-        stage.cmd_evaluate(["--help"])
+        cmd_evaluate(["--help"])
     assert e.value.code == 0

@@ -4,52 +4,51 @@ DIR/raw_generations.jsonl   every generation as it comes (resume point of the ge
 DIR/generations.jsonl       every generation with its verdict, kept or not, and why it was dropped
 DIR/dataset.jsonl           the kept pairs, ThinkSafe schema: instruction, response, prompt_label, response_label
 DIR/stats.json              counts per label, yield, tokens, wall time per phase
-DIR/synth_config.json       the config this DIR was made with; a different config refuses to mix in
+DIR/stage.json, done.json   the key this DIR was made with (stages/base.py): a different config refuses to mix in
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import random
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from thinksafe.config import config_hash, opt
-from thinksafe.errors import ConfigError, InputError
+from thinksafe.config import opt
+from thinksafe.errors import InputError
 from thinksafe.formats import ChatFormat
 from thinksafe.generate import BackendConfig, SamplingParams, make_generator
-from thinksafe.generate.stage import generate_to_file
+from thinksafe.generate.to_file import generate_to_file
 from thinksafe.judge import GuardConfig, make_guard
 from thinksafe.models import ModelSpec
 from thinksafe.progress import console, print_table
-from thinksafe.prompts import load_prompts
+from thinksafe.prompts import load_prompts, merge_labelled
 from thinksafe.records import (
     Prompt,
     append_jsonl,
     done_ids,
-    ensure_dir,
+    read_json,
     read_jsonl,
     write_json_atomic,
-    write_text_atomic,
+    write_jsonl_atomic,
 )
+from thinksafe.stages.base import Job, Stage
+from thinksafe.stages.ledger import Counts
 from thinksafe.steer import resolve_template, steer
-
-FILES = ("raw_generations.jsonl", "generations.jsonl", "dataset.jsonl", "stats.json", "synth_config.json")
 
 
 @dataclass
 class SynthesizeArgs:
-    harmful: str = opt("", "harmful prompts: file, demo:harmful, built-in NAME[:PATH] (safechain, star1, …) or hub id")
-    benign: str | None = opt(None, "benign prompts (sampled without steering); same forms as --harmful")
-    out: str = opt("", "output directory")
+    harmful: str = opt("", "harmful prompts: file, demo:harmful, built-in NAME[:PATH] (safechain, star1, …) or hub id", role="input")
+    benign: str | None = opt(None, "benign prompts (sampled without steering); same forms as --harmful", role="input")
+    out: str = opt("", "output directory", role="output")
     steering: str = opt("prefix", "prefix | suffix | risk | intent | none | a template with {prompt}")
-    prompt_field: str | None = opt(None, "prompt column (default: detected)")
-    label_field: str | None = opt(None, "label column: a source holding both kinds is split on it")
-    limit: int | None = opt(None, "at most this many prompts per label, sampled deterministically with --seed")
+    prompt_field: str | None = opt(None, "prompt column (default: detected)", role="input")
+    label_field: str | None = opt(None, "label column: a source holding both kinds is split on it", role="input")
+    limit: int | None = opt(None, "at most this many prompts per label, sampled deterministically with --seed", role="input")
     samples_per_prompt: int = opt(1, "samples per prompt; the first safe one is kept (rejection sampling)")
     require_all_safe: bool = opt(False, "keep a prompt only if all its samples are safe, then pick one at random")
     drop_benign_refusals: bool | None = opt(None, "drop benign responses that refuse (default: on for the refusal guard)")
@@ -58,8 +57,8 @@ class SynthesizeArgs:
     top_k: int | None = opt(None, "top-k (default: 20 for think models, off for plain)")
     max_new_tokens: int = opt(512, "max new tokens per response (paper: 16k on GPU)")
     seed: int = opt(0, "seed for prompt sampling, generation and rejection-sampling choices")
-    chunk_size: int = opt(256, "prompts planned per generate call (results are written batch by batch)")
-    overwrite: bool = opt(False, "replace an existing DIR made with a different config")
+    chunk_size: int = opt(256, "prompts planned per generate call (results are written batch by batch)", role="runtime")
+    overwrite: bool = opt(False, "replace an existing DIR made with a different config", role="control")
 
 
 def sampling_for(args: SynthesizeArgs, fmt: ChatFormat) -> SamplingParams:
@@ -70,42 +69,13 @@ def sampling_for(args: SynthesizeArgs, fmt: ChatFormat) -> SamplingParams:
     )
 
 
-def prepare_dir(out: Path, config: dict[str, Any], overwrite: bool) -> None:
-    """Refuse to mix outputs of two configs in one DIR (unless --overwrite, which clears it)."""
-    cfg_file = out / "synth_config.json"
-    digest = config_hash(config)
-    ensure_dir(out)
-    if cfg_file.exists():
-        old = _read_json(cfg_file)
-        if old.get("hash") == digest:
-            return
-        if not overwrite:
-            changed = sorted(k for k in set(old.get("config", {})) | set(config) if old.get("config", {}).get(k) != config.get(k))
-            raise ConfigError(f"{out}: made with a different config (changed: {', '.join(changed)}); use --overwrite or a new --out")
-        for name in FILES:
-            (out / name).unlink(missing_ok=True)
-    elif not overwrite and any((out / n).exists() for n in FILES):
-        raise ConfigError(f"{out}: holds synthesis files without synth_config.json; use --overwrite or a new --out")
-    write_json_atomic(cfg_file, {"hash": digest, "config": config})
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: unreadable ({e})") from None
-
-
 def load_inputs(args: SynthesizeArgs) -> tuple[list[Prompt], int]:
     """Harmful + benign prompts; a text in both sets stays harmful. Returns (prompts, duplicates collapsed)."""
     kw = dict(prompt_field=args.prompt_field, label_field=args.label_field, limit=args.limit, seed=args.seed)
     harmful = load_prompts(args.harmful, label="harmful", **kw)
     benign = load_prompts(args.benign, label="benign", **kw) if args.benign else []
-    seen = {p.id for p in harmful}
-    both = [p for p in benign if p.id in seen]
-    prompts = harmful + [p for p in benign if p.id not in seen]
-    dups = sum(p.meta.get("count", 1) - 1 for p in prompts) + len(both)
-    return prompts, dups
+    prompts, collapsed = merge_labelled(harmful, benign)
+    return prompts, collapsed + sum(p.meta.get("count", 1) - 1 for p in prompts)
 
 
 def judge_file(raw: Path, judged: Path, guard, fmt: ChatFormat, chunk_size: int) -> None:
@@ -158,24 +128,20 @@ def select(rows: list[dict], args: SynthesizeArgs, drop_benign_refusals: bool) -
 
 
 def synthesize(args: SynthesizeArgs, spec: ModelSpec, backend: BackendConfig, guard_cfg: GuardConfig) -> dict[str, Any]:
-    if not args.harmful or not args.out:
-        raise InputError("synthesize: --harmful and --out are required")
-    resolve_template(args.steering)  # fail on a bad template before loading anything
-    out = Path(args.out)
-    config = {
-        "synthesize": {k: v for k, v in vars(args).items() if k not in ("out", "overwrite", "chunk_size")},
-        "model": vars(spec),
-        "guard": guard_cfg.key(),
-    }
-    prompts, dups = load_inputs(args)  # a bad prompt file fails before DIR is touched
-    prepare_dir(out, config, args.overwrite)
-    times: dict[str, float] = {}
+    """`thinksafe synthesize`: the stage in args.out (cached there once done); returns its stats."""
+    return SYNTHESIZE.run_command(args, model=spec, backend=backend, guard=guard_cfg).stats
 
+
+def run_synthesis(job: Job) -> dict[str, Any]:
+    """Generate (steered) → judge → select, each phase resuming from its file; writes the dataset and stats."""
+    args, out = job.settings, job.out
+    prompts, dups = load_inputs(args)
+    times: dict[str, float] = {}
     t0 = time.perf_counter()
-    generator = make_generator(spec, backend)
+    generator = make_generator(job.model, job.backend)
     fmt, sampling = generator.format, sampling_for(args, generator.format)
     times["load_model"] = time.perf_counter() - t0
-    meta = {"model": spec.model, "adapter": spec.adapter, "steering": args.steering, "sampling": vars(sampling)}
+    meta = {"model": job.model.model, "adapter": job.model.adapter, "steering": args.steering, "sampling": vars(sampling)}
     gen_stats = generate_to_file(
         generator, prompts, sampling, out / "raw_generations.jsonl",
         render=lambda p: steer(p.prompt, p.label, args.steering), chunk_size=args.chunk_size, meta=meta,
@@ -185,35 +151,35 @@ def synthesize(args: SynthesizeArgs, spec: ModelSpec, backend: BackendConfig, gu
     gc.collect()
 
     t0 = time.perf_counter()
-    guard = make_guard(guard_cfg, fmt, progress=backend.progress)
+    guard = make_guard(job.guard, fmt, progress=job.backend.progress)
     judge_file(out / "raw_generations.jsonl", out / "generations.jsonl", guard, fmt, args.chunk_size)
     times["judge"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    drop_refusals = args.drop_benign_refusals if args.drop_benign_refusals is not None else guard_cfg.guard == "refusal"
+    drop_refusals = args.drop_benign_refusals if args.drop_benign_refusals is not None else job.guard.guard == "refusal"
     rows = select(list(read_jsonl(out / "generations.jsonl")), args, drop_refusals)
     order = {p.id: i for i, p in enumerate(prompts)}  # canonical order: prompt order, then sample
     rows = sorted((r for r in rows if r["prompt_id"] in order), key=lambda r: (order[r["prompt_id"]], r["sample"]))
     # Rewrite generations.jsonl with keep/drop marks, then the dataset: both atomically.
-    write_text_atomic(out / "generations.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    dataset = [
-        {
-            "instruction": r["prompt"],
-            "response": r["text"],
-            "prompt_label": r["label"],
-            "response_label": "safe",
-            "meta": {**r["meta"], "id": r["prompt_id"], "guard": r["verdict"]["guard"], "seed": args.seed,
-                     "completion_tokens": r["completion_tokens"], "prompt_tokens": r["prompt_tokens"]},
-        }
-        for r in rows
-        if r["kept"]
-    ]
-    write_text_atomic(out / "dataset.jsonl", "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dataset))
+    write_jsonl_atomic(out / "generations.jsonl", rows)
+    write_jsonl_atomic(out / "dataset.jsonl", [dataset_record(r, args.seed) for r in rows if r["kept"]])
     times["select"] = time.perf_counter() - t0
     stats = compute_stats(prompts, rows, dups, gen_stats.tokens_per_second, times, drop_refusals)
     write_json_atomic(out / "stats.json", stats)
     print_stats(stats, out)
     return stats
+
+
+def dataset_record(r: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A kept generation as a ThinkSafe-schema example, under its original (unsteered) prompt."""
+    return {
+        "instruction": r["prompt"],
+        "response": r["text"],
+        "prompt_label": r["label"],
+        "response_label": "safe",
+        "meta": {**r["meta"], "id": r["prompt_id"], "guard": r["verdict"]["guard"], "seed": seed,
+                 "completion_tokens": r["completion_tokens"], "prompt_tokens": r["prompt_tokens"]},
+    }
 
 
 def compute_stats(prompts, rows, dups, tokens_per_second, times, drop_refusals) -> dict[str, Any]:
@@ -260,3 +226,54 @@ def print_stats(stats: dict[str, Any], out: Path) -> None:
     secs = ", ".join(f"{k} {v:.1f}s" for k, v in stats["seconds"].items())
     console.print(f"{stats['generated_tokens']} tokens at {stats['tokens_per_second']} tok/s; {secs}; "
                   f"{stats['duplicates_collapsed']} duplicate prompts collapsed")
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@dataclass
+class DatasetOutput:
+    """A stage that writes a ThinkSafe-schema dataset (synthesize, data): DIR/dataset.jsonl and DIR/stats.json."""
+
+    dir: Path
+    stats: dict[str, Any] | None
+
+    @property
+    def dataset(self) -> Path:
+        return self.dir / "dataset.jsonl"
+
+
+class Synthesize(Stage):
+    name = "synthesize"
+    help = "steer, generate, judge: build the self-generated safety dataset"
+    description = ("Steer harmful prompts toward refusal, sample benign ones plainly, keep complete generations the "
+                   "guard judges safe: the self-generated safety dataset (DIR/dataset.jsonl).")
+    required = ("harmful", "out")
+    Settings = SynthesizeArgs
+    uses = ("model", "backend", "guard")
+    makes_model = True
+
+    def bind(self, job: Job, upstream: list[Any]) -> Job:
+        if not upstream:
+            return job
+        prompts = upstream[0]  # the prompts stage: its sample is already limited and labelled
+        return replace(job, settings=replace(job.settings, harmful=str(prompts.harmful),
+                                             benign=str(prompts.benign) if prompts.benign else None))
+
+    def check(self, job: Job) -> None:
+        if not job.settings.harmful:
+            raise InputError("synthesize: --harmful is required")
+        resolve_template(job.settings.steering)
+        load_inputs(job.settings)  # a bad prompt file fails before DIR is touched
+
+    def run(self, job: Job) -> Counts:
+        stats = run_synthesis(job)
+        prompt_tokens = sum(r["prompt_tokens"] for r in read_jsonl(job.out / "generations.jsonl"))
+        return Counts(tokens_generated=stats["generated_tokens"], tokens_prompt=prompt_tokens)
+
+    def read(self, out: Path) -> DatasetOutput:
+        return DatasetOutput(out, read_json(out / "stats.json", missing_ok=True))
+
+
+SYNTHESIZE = Synthesize()
+

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from test_run import one_thread, refusing_model, tiny_run  # noqa: F401  (fixtures shared with test_run: one tiny run)
 from thinksafe.errors import InputError
 from thinksafe.report import columns, load_run, write_report
 

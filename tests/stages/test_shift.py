@@ -2,7 +2,7 @@ import json
 import math
 
 from thinksafe.models import ModelSpec, load_model
-from thinksafe.shift import ShiftArgs, shift
+from thinksafe.stages.shift import ShiftArgs, shift
 from thinksafe.train.data import collate, load_examples, tokenize
 
 
