@@ -18,9 +18,9 @@ import argparse
 import json
 from pathlib import Path
 
-from thinksafe.report import cost_ratio_rows, curve_points, load_run, md_table, training_cost
 from thinksafe.pipeline.config import load_config
 from thinksafe.pipeline.runner import run
+from thinksafe.report import cost_ratio_rows, curve_points, load_run, md_table, training_cost
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"

@@ -4,7 +4,7 @@
         [--max-length 512] [--repeats 2] [--data-dir ../shared/data]
 
 Both: LoRA r=32 / α=16 / dropout 0.05 on q_proj,v_proj, AdamW lr 1e-5 cosine, per-device batch 4 x 2
-accumulation (effective 8), 1 epoch, fp32 on CPU, loss on response tokens only (TRL: a conversational
+accumulation (effective 8), 1 epoch, fp32 (`--dtype float32`), loss on response tokens only (TRL: a conversational
 prompt/completion dataset, so `completion_only_loss` applies), no packing, no padding-free, no gradient
 checkpointing and no bf16 autocast (TRL turns both on by default; off here so both do the same work). Data: half STAR-1
 (harmful, teacher traces) and half GSM8K train (benign), from the reference files (as train_throughput.py).
@@ -43,7 +43,7 @@ def trl_worker(model_name: str, data: Path, out: Path, max_length: int) -> None:
 
     from thinksafe.models import ModelSpec, load_model
 
-    loaded = load_model(ModelSpec(model_name), with_adapter=False)  # the same safetensors copy thinksafe trains
+    loaded = load_model(ModelSpec(model_name, dtype="float32"), with_adapter=False)  # the copy thinksafe trains, fp32
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": r["instruction"]}],
                              "completion": [{"role": "assistant", "content": r["response"]}]} for r in rows])
@@ -63,10 +63,10 @@ def trl_worker(model_name: str, data: Path, out: Path, max_length: int) -> None:
     (out / "stats.json").write_text(json.dumps(stats))
 
 
-def run_ours(model: str, data: Path, out: Path, max_length: int) -> dict:
+def run_ours(model: str, data: Path, out: Path, max_length: int, dtype: str = "float32") -> dict:
     cmd = [sys.executable, "-m", "thinksafe", "train", "--model", model, "--data", str(data), "--out", str(out),
            "--epochs", "1", "--max-length", str(max_length), "--overlong", "truncate", "--per-device-batch-size", "4",
-           "--effective-batch-size", "8", "--save-steps", "100000"]
+           "--effective-batch-size", "8", "--save-steps", "100000", "--dtype", dtype]
     subprocess.run(cmd, check=True, capture_output=True)
     s = json.loads((out / "train_stats.json").read_text())
     return {"examples": s["examples"], "tokens": s["tokens_per_epoch"], "train_seconds": s["train_seconds"],

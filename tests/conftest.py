@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/tiny.py, tests/tiny_runs.py
+# Tiny random models compare logits and losses exactly: fp32, whatever the CPU (subprocesses inherit this).
+# The bf16 choice itself is tested with the capability faked (tests/test_models.py).
+os.environ.setdefault("THINKSAFE_CPU_BF16", "0")
 
 from tiny_runs import one_thread, refusing_model, tiny_run  # noqa: E402, F401  (session fixtures: one tiny run)
 

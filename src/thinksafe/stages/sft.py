@@ -73,7 +73,7 @@ def train(args: TrainArgs, spec: ModelSpec, callbacks: list | None = None) -> di
     if is_main_process():
         ensure_dir(out)  # an unusable --out fails before the model loads
     epochs = args.epochs if args.epochs is not None else preset_epochs
-    loaded = load_model(spec, with_adapter=False)
+    loaded = load_model(master_weights(args, spec), with_adapter=False)
     tok = loaded.tokenizer
     strip = strip_mode(args.strip_think, loaded.format.reasoning)
     tokenized, counts = tokenize_examples(args, examples, loaded, strip)
@@ -109,6 +109,12 @@ def train(args: TrainArgs, spec: ModelSpec, callbacks: list | None = None) -> di
         "prompt_masking": args.prompt_masking,
     }
     return ckpt.finish(out, stats, f"loss {stats['final_loss']:.4f}, {stats['tokens_per_second']} tok/s")
+
+
+def master_weights(args: TrainArgs, spec: ModelSpec) -> ModelSpec:
+    """Full fine-tuning keeps fp32 weights (bf16 updates of 1e-5 round away); LoRA trains fp32 adapters (PEFT
+    casts them up) on the base in whatever dtype `auto` picks, bf16 on a GPU or a bf16 CPU."""
+    return replace(spec, dtype="float32") if args.full and spec.dtype == "auto" else spec
 
 
 def check_args(args: TrainArgs) -> None:

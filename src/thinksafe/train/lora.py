@@ -13,7 +13,7 @@ def add_lora(model, args: Any):
     targets = "all-linear" if args.target_modules == "all-linear" else [t.strip() for t in args.target_modules.split(",")]
     config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                         target_modules=targets, task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    return get_peft_model(model, config, autocast_adapter_dtype=True)  # fp32 adapters on a bf16 base
 
 
 def name_base(model, name: str) -> None:
