@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import tempfile
 from pathlib import Path
 
 import torch
-from common import print_table
+from common import alternate, print_table, training_medians
 from sft_vs_trl import RESULTS, run_ours
 from train_throughput import make_data
 
@@ -34,24 +32,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     a = ap.parse_args()
-    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data.jsonl"
         make_data(a.data_dir, a.examples, data)
-        for r in range(a.repeats):  # A B A B: drift hits both alike
-            for dtype in ("float32", "bfloat16"):
-                load0 = os.getloadavg()[0]
-                row = {"dtype": dtype, "repeat": r, **run_ours(a.model, data, Path(tmp) / f"{dtype}-{r}", a.max_length, dtype),
-                       "load_avg_1m": [round(load0, 1), round(os.getloadavg()[0], 1)]}
-                runs.append(row)
-                print(json.dumps(row), flush=True)
-    rows = []
-    for dtype in ("float32", "bfloat16"):
-        mine = [x for x in runs if x["dtype"] == dtype]
-        rows.append({"dtype": dtype, "tok_s": round(statistics.median(x["tokens_per_second"] for x in mine), 1),
-                     "train_s": round(statistics.median(x["train_seconds"] for x in mine), 1), "tokens": mine[0]["tokens"],
-                     "steps": mine[0]["steps"], "loss": round(statistics.median(x["final_loss"] for x in mine), 4),
-                     "peak_rss_mb": max(x["peak_rss_mb"] for x in mine)})
+        arms = {d: (lambda out, d=d: run_ours(a.model, data, out, a.max_length, d)) for d in ("float32", "bfloat16")}
+        runs = alternate("dtype", arms, a.repeats, Path(tmp))
+    rows = training_medians("dtype", runs)
     ratio = round(rows[1]["tok_s"] / rows[0]["tok_s"], 2)
     loss_gap = round(abs(rows[1]["loss"] - rows[0]["loss"]) / rows[0]["loss"], 4)
     flags = sorted(set(BF16_CPU_FLAGS) & cpu_flags())

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import print_table
+from common import alternate, print_table, training_medians
 from train_throughput import make_data
 
 RESULTS = Path(__file__).parent / "results"
@@ -97,24 +95,13 @@ def main() -> None:
         trl_worker(a.model, a.data, Path(a.out), a.max_length)
         return
 
-    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data.jsonl"
         make_data(a.data_dir, a.examples, data)
-        for r in range(a.repeats):  # A B A B: drift hits both alike
-            for name, fn in (("thinksafe", run_ours), ("trl", run_trl)):
-                load0 = os.getloadavg()[0]
-                row = {"trainer": name, "repeat": r, **fn(a.model, data, Path(tmp) / f"{name}-{r}", a.max_length),
-                       "load_avg_1m": [round(load0, 1), round(os.getloadavg()[0], 1)]}
-                runs.append(row)
-                print(json.dumps(row), flush=True)
-    rows = []
-    for name in ("thinksafe", "trl"):
-        mine = [x for x in runs if x["trainer"] == name]
-        rows.append({"trainer": name, "tok_s": round(statistics.median(x["tokens_per_second"] for x in mine), 1),
-                     "train_s": round(statistics.median(x["train_seconds"] for x in mine), 1), "tokens": mine[0]["tokens"],
-                     "steps": mine[0]["steps"], "loss": round(statistics.median(x["final_loss"] for x in mine), 4),
-                     "peak_rss_mb": max(x["peak_rss_mb"] for x in mine)})
+        arms = {"thinksafe": lambda out: run_ours(a.model, data, out, a.max_length),
+                "trl": lambda out: run_trl(a.model, data, out, a.max_length)}
+        runs = alternate("trainer", arms, a.repeats, Path(tmp))
+    rows = training_medians("trainer", runs)
     ratio = round(rows[0]["tok_s"] / rows[1]["tok_s"], 2)
     print_table(f"{a.model}: LoRA SFT, {a.examples} examples ≤ {a.max_length} tokens, batch 4 x 2, 1 epoch, "
                         f"median of {a.repeats}; thinksafe / TRL = {ratio}x", rows)
