@@ -3,7 +3,7 @@
     python benchmarks/generation_engines.py [--model qwen2.5-coder-0.5b-instruct] [--prompts 128]
         [--max-new-tokens 128] [--repeats 2] [--engines plain padded continuous vllm] [--compile]
 
-Engines (the first is the baseline the ratios refer to):
+Engines (the first is the baseline the ratios refer to), each ENGINE or ENGINE:bf16 (default fp32):
   plain       transformers `model.generate` on batches of --plain-batch prompts in input order, left-padded,
               each batch runs until its longest row ends: what a script without thinksafe does.
   padded      thinksafe's transformers backend, hf_engine=padded (length-sorted batches under a token budget).
@@ -38,7 +38,7 @@ from common import print_table
 
 from thinksafe.generate import BackendConfig, SamplingParams
 from thinksafe.generate.hf import HFGenerator
-from thinksafe.models import ModelSpec, load_model
+from thinksafe.models import BF16_CPU_FLAGS, ModelSpec, cpu_flags, load_model
 from thinksafe.prompts import demo_prompts
 from thinksafe.steer import steer
 
@@ -94,20 +94,36 @@ class PlainHF:
         return out
 
 
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def engine_arg(value: str) -> str:
+    """ENGINE[:fp32|bf16] (default fp32), e.g. padded (thinksafe's fp32 default before bf16) or padded:bf16."""
+    name, _, dtype = value.partition(":")
+    if name not in ("plain", "padded", "continuous", "vllm") or (dtype and dtype not in DTYPES):
+        raise argparse.ArgumentTypeError(f"{value}: expected plain|padded|continuous|vllm[:fp32|bf16]")
+    return value
+
+
 def make_engines(names: list[str], a) -> dict:
-    spec = ModelSpec(a.model, dtype="float32")
-    lm = load_model(spec) if set(names) - {"vllm"} else None
+    models: dict[str, object] = {}  # one load per dtype, shared by the transformers engines
     engines = {}
-    for name in names:
+    for label in names:
+        name, _, dtype = label.partition(":")
+        spec = ModelSpec(a.model, dtype=DTYPES[dtype or "fp32"])
         if name == "vllm":
             from thinksafe.generate.vllm import VLLMGenerator
 
-            engines[name] = VLLMGenerator.from_spec(spec, BackendConfig(backend="vllm", enforce_eager=a.eager, progress=False))
-        elif name == "plain":
-            engines[name] = PlainHF(HFGenerator(lm, BackendConfig(progress=False)), a.plain_batch)
+            engines[label] = VLLMGenerator.from_spec(spec, BackendConfig(backend="vllm", enforce_eager=a.eager, progress=False))
+            continue
+        if spec.dtype not in models:
+            models[spec.dtype] = load_model(spec)
+        lm = models[spec.dtype]
+        if name == "plain":
+            engines[label] = PlainHF(HFGenerator(lm, BackendConfig(progress=False)), a.plain_batch)
         else:
-            engines[name] = HFGenerator(lm, BackendConfig(progress=False, hf_engine=name, max_batch_size=a.max_batch_size,
-                                                          token_budget=a.token_budget))
+            engines[label] = HFGenerator(lm, BackendConfig(progress=False, hf_engine=name, max_batch_size=a.max_batch_size,
+                                                           token_budget=a.token_budget))
     return engines
 
 
@@ -118,7 +134,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=128)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--engines", nargs="+", default=["plain", "vllm"], choices=["plain", "padded", "continuous", "vllm"])
+    ap.add_argument("--engines", nargs="+", default=["plain", "vllm"], type=engine_arg,
+                    help="ENGINE[:fp32|bf16] each (default dtype fp32); the first is the baseline")
     ap.add_argument("--plain-batch", type=int, default=16, help="rows per model.generate call of the baseline")
     ap.add_argument("--max-batch-size", type=int, default=BackendConfig.max_batch_size)
     ap.add_argument("--token-budget", type=int, default=BackendConfig.token_budget)
@@ -174,6 +191,7 @@ def main() -> None:
         vllm_enforce_eager=a.eager, load_seconds=load_s,
         prompt_tokens=dict(min=min(prompt_lens), max=max(prompt_lens), total=sum(prompt_lens)),
         cpu=platform.processor() or platform.machine(), cores=cores, torch_threads=threads,
+        cpu_bf16_flags=sorted(set(BF16_CPU_FLAGS) & cpu_flags()), cpu_capability=torch.backends.cpu.get_cpu_capability(),
         contended=max(loads) > min(cores, threads) + 1, rows=rows, runs=runs,  # + 1: vLLM's scheduler process
     )
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
