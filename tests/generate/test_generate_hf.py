@@ -238,3 +238,31 @@ def test_r1_outputs_get_think_tag_back(tiny_models, engine):
     assert g.format.opens_think
     (c,) = g.generate(MSGS[:1], SamplingParams(max_new_tokens=4))[0]
     assert c.text.startswith("<think>\n")
+
+
+# chi2.ppf(0.999, df=4): a 1-in-1000 false alarm for a 5-outcome goodness-of-fit test (no scipy here)
+CHI2_999_DF4 = 18.467
+
+
+def test_sampled_continuous_and_padded_draw_from_the_model_distribution(lively):
+    """Sampling, not just greedy: both engines' first tokens follow the model's own top-5 distribution (a
+    chi-square goodness-of-fit test against the exact renormalized softmax), with different seeds' streams."""
+    messages = MANY[0]
+    probe = gen(lively)
+    with torch.no_grad():
+        logits = lively.model(torch.tensor([probe.encode(messages)])).logits[0, -1].float()
+    top = torch.topk(logits / 0.7, 5)
+    expected = dict(zip(top.indices.tolist(), torch.softmax(top.values, -1).tolist()))
+    texts = {lively.tokenizer.decode([i]): i for i in expected}
+    assert len(texts) == 5  # five distinct first tokens to tell apart
+    s = SamplingParams(temperature=0.7, top_p=1.0, top_k=5, max_new_tokens=1, n=600, seed=11)
+    for engine in ("padded", "continuous"):
+        g = gen(lively, hf_engine=engine, max_batch_size=64)
+        if engine == "continuous":
+            assert g.continuous_unsupported(g.generation_config(s)) is None  # it really runs continuous batching
+        (samples,) = g.generate([messages], s)
+        counts = {i: 0 for i in expected}
+        for c in samples:
+            counts[texts[c.text]] += 1  # a token outside the top 5 would be a KeyError: top-k must hold
+        chi2 = sum((counts[i] - 600 * p) ** 2 / (600 * p) for i, p in expected.items())
+        assert chi2 < CHI2_999_DF4, (engine, counts, expected)  # sampling at T 1.0 instead gives ~27, T 0.4 ~80
