@@ -11,27 +11,20 @@ benchmarks/results/sft_bf16.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
 
 import torch
 from common import alternate, print_table, training_medians
-from sft_vs_trl import RESULTS, run_ours
+from sft_vs_trl import RESULTS, run_ours, sft_parser
 from train_throughput import make_data
 
 from thinksafe.models import BF16_CPU_FLAGS, cpu_flags
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
-    ap.add_argument("--examples", type=int, default=32)
-    ap.add_argument("--max-length", type=int, default=512)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    a = ap.parse_args()
+    a = sft_parser(__doc__).parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data.jsonl"
         make_data(a.data_dir, a.examples, data)

@@ -80,13 +80,19 @@ def run_trl(model: str, data: Path, out: Path, max_length: int) -> dict:
     return json.loads((out / "stats.json").read_text())
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def sft_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of the LoRA SFT comparisons (this one and sft_bf16.py): same model, data, length, repeats."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--examples", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    return ap
+
+
+def main() -> None:
+    ap = sft_parser(__doc__)
     ap.add_argument("--out", default=str(RESULTS / "sft_vs_trl.json"))
     ap.add_argument("--trl-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)

@@ -23,7 +23,7 @@ def cpu(tmp_path, monkeypatch):
     monkeypatch.delenv("THINKSAFE_CPU_BF16", raising=False)
 
     def fake(text: str) -> None:
-        path = tmp_path / "cpuinfo"
+        path = tmp_path / f"cpuinfo-{len(list(tmp_path.glob('cpuinfo-*')))}"  # a new file: cpu_flags caches per path
         path.write_text(text)
         monkeypatch.setattr(models, "cpu_flags", lambda cpuinfo=str(path): cpu_flags(cpuinfo))
 

@@ -70,8 +70,8 @@ def stage_command(name: str) -> Callable[[list[str]], int]:
     """`thinksafe <stage>`: its parser is built from the stage's settings and the shared sections it uses."""
 
     def command(argv: list[str]) -> int:
-        from thinksafe.pipeline.config import SHARED_SECTIONS
         from thinksafe.stages import get
+        from thinksafe.stages.base import SHARED_SECTIONS
 
         stage = get(name)
         prog = f"thinksafe {name}"

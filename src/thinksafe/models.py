@@ -8,6 +8,7 @@ GGUF-quantized model, and a safetensors reload takes a second or two instead of 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -222,14 +223,15 @@ def pick_device(device: str) -> str:
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # native bf16 matmuls (oneDNN); elsewhere bf16 is emulated, slower
 
 
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+@functools.cache  # every stage key resolves the dtype: read the file once per process
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
     """The CPU's feature flags (Linux); empty where /proc/cpuinfo is not there or not readable."""
     try:
         text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return set()
+        return frozenset()
     line = next((x for x in text.splitlines() if x.startswith(("flags", "Features"))), "")
-    return set(line.partition(":")[2].split())
+    return frozenset(line.partition(":")[2].split())
 
 
 def cpu_has_native_bf16() -> bool:

@@ -26,14 +26,9 @@ import yaml
 
 from thinksafe.config import opt, parse_section, read_yaml
 from thinksafe.errors import ConfigError
-from thinksafe.generate import BackendConfig
-from thinksafe.judge import GuardConfig
-from thinksafe.models import ModelSpec
 from thinksafe.stages import registry
-from thinksafe.stages.base import fields_with_role
+from thinksafe.stages.base import SHARED_SECTIONS, fields_with_role
 from thinksafe.stages.prompts import PromptsArgs
-
-SHARED_SECTIONS: dict[str, type] = {"model": ModelSpec, "backend": BackendConfig, "guard": GuardConfig}
 
 
 @dataclass
@@ -62,7 +57,10 @@ def sections() -> dict[str, type]:
 
 
 def run_owned(section: str) -> set[str]:
-    """Keys of a stage section that the run sets itself: inputs and outputs are other stages' dirs."""
+    """Keys of a stage section that the run sets itself: inputs and outputs are other stages' dirs (none in the
+    shared sections)."""
+    if section in SHARED_SECTIONS:
+        return set()
     return fields_with_role(sections()[section], "input", "output", "control")
 
 
@@ -151,7 +149,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 def _section(name: str, key: str, value: Any, loc: Callable[..., str]) -> Any:
     if not isinstance(value, dict):
         raise ConfigError(f"{loc(key)}: section '{key}' takes a mapping of key: value")
-    owned = run_owned(name) if name not in SHARED_SECTIONS else set()
+    owned = run_owned(name)
     for sk in value:
         if str(sk).replace("-", "_") in owned:
             raise ConfigError(f"{loc(key, sk)}: key '{sk}' in section '{key}' is set by thinksafe run")

@@ -114,8 +114,8 @@ def usage() -> str:
         "", "arms:", *(f"  {a.name:<26} {a.help}" for a in ARMS.values()),
     ]
     for name, cls in sections().items():
-        owned = run_owned(name) if name not in ("model", "backend", "guard") else set()
-        lines += ["", f"{name}:  ({cls.__name__}; same keys as the flags of its command)", *_defaults(cls, owned)]
+        lines += ["", f"{name}:  ({cls.__name__}; same keys as the flags of its command)",
+                  *_defaults(cls, run_owned(name))]
     return "\n".join(lines)
 
 

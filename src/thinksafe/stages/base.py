@@ -8,6 +8,7 @@ A stage is a class with
     uses        the shared sections it depends on: model, backend, guard
     key(job)    exactly what its output depends on, in named parts (default: its settings + the shared sections)
     bind(job, upstream)  fill its input fields from the typed outputs of the stages it reads (in a run)
+    prepare(job) check its settings and load its inputs before the directory is touched (→ job.prepared)
     run(job)    do the work in job.out, resuming from what is there; returns Counts for the ledger
     read(dir)   the typed reader of its outputs: what later stages and the report read
 
@@ -37,9 +38,15 @@ from typing import Any, ClassVar
 
 from thinksafe.config import config_hash, role
 from thinksafe.errors import ConfigError, InputError
+from thinksafe.generate import BackendConfig
+from thinksafe.judge import GuardConfig
+from thinksafe.models import ModelSpec
 from thinksafe.progress import console
 from thinksafe.records import ensure_dir, read_json, write_json_atomic
 from thinksafe.stages.ledger import Counts, ledger_entry
+
+# The sections every stage may use (`uses`), shared by the stages of a run: a command's flags, a run's sections.
+SHARED_SECTIONS: dict[str, type] = {"model": ModelSpec, "backend": BackendConfig, "guard": GuardConfig}
 
 
 @dataclass
@@ -52,6 +59,7 @@ class Job:
     backend: Any = None  # BackendConfig
     guard: Any = None  # GuardConfig
     inputs: list[Any] = field(default_factory=list)  # the typed outputs of the stages it reads (in a run)
+    prepared: Any = None  # what the stage's prepare() loaded (its checked inputs), for run()
 
 
 class Stage:
@@ -94,8 +102,10 @@ class Stage:
         """Fill the job's input fields from `upstream` (already in job.inputs) where the stage has such fields."""
         return job
 
-    def check(self, job: Job) -> None:
-        """Raise a one-line error for bad settings or inputs (called before the directory is touched)."""
+    def prepare(self, job: Job) -> Any:
+        """Check the settings and load the inputs, before the directory is touched (bad input fails in one line
+        and leaves it as it was); what it returns is job.prepared in run(), so nothing is loaded twice."""
+        return None
 
     def run(self, job: Job) -> Counts:
         raise NotImplementedError
@@ -262,7 +272,7 @@ def execute(stage: Stage, job: Job, *, upstream: list[tuple[str, Any]] = (), ove
     job = stage.bind(replace(job, out=d.path, inputs=outputs), outputs)
     if "out" in fields_with_role(type(job.settings), "output") and not job.settings.out:
         job = replace(job, settings=replace(job.settings, out=str(d.path)))  # a run's stage dir
-    stage.check(job)  # bad input fails before the directory is touched
+    job = replace(job, prepared=stage.prepare(job))  # bad input fails before the directory is touched
     if os.environ.get("RANK", "0") != "0":  # a DDP worker (torchrun / accelerate): rank 0 keeps the markers
         same = (d.started() or {}).get("key") == key
         status = "resume" if same or getattr(job.settings, "resume", False) else "run"

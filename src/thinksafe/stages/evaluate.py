@@ -86,7 +86,7 @@ def run_evaluation(job: Job) -> dict[str, Any]:
     t0 = time.perf_counter()
     args, spec = job.settings, job.model
     sampling = {reasoning: sampling_params(args, reasoning) for reasoning in (False, True)}
-    runs = bench_runs(args, job.out)
+    runs = job.prepared  # bench_runs(args, job.out), by prepare()
     fmt = generate_all(runs, spec, job.backend, sampling, args)
     score_all(runs, fmt, job.guard, args, job.backend.progress)
     results = {
@@ -230,9 +230,9 @@ class Evaluate(Stage):
         # Evaluate what the upstream stage trained: its adapter on the base model.
         return replace(job, model=replace(job.model, adapter=str(upstream[0].adapter))) if upstream else job
 
-    def check(self, job: Job) -> None:
+    def prepare(self, job: Job) -> list[BenchRun]:
         check_args(job.settings)
-        bench_runs(job.settings, job.out)
+        return bench_runs(job.settings, job.out)
 
     def run(self, job: Job) -> Counts:
         benches = run_evaluation(job)["benchmarks"].values()

@@ -238,7 +238,7 @@ class GRPOStage(Stage):
         return replace(job, settings=replace(job.settings, prompts=[], harmful=str(prompts.harmful),
                                              benign=str(prompts.benign) if prompts.benign else None))
 
-    def check(self, job: Job) -> None:
+    def prepare(self, job: Job) -> None:
         completions_per_step(job.settings)
 
     def run(self, job: Job) -> Counts:

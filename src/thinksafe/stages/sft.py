@@ -206,7 +206,7 @@ class Train(Stage):
         # Train on what the upstream stage made (a synthesize or data dir: its dataset.jsonl).
         return replace(job, settings=replace(job.settings, data=str(upstream[0].dir))) if upstream else job
 
-    def check(self, job: Job) -> None:
+    def prepare(self, job: Job) -> None:
         check_args(job.settings)
 
     def run(self, job: Job) -> Counts:

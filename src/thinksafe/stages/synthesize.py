@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from thinksafe.config import opt
-from thinksafe.errors import InputError
 from thinksafe.formats import ChatFormat
 from thinksafe.generate import BackendConfig, SamplingParams, make_generator
 from thinksafe.generate.to_file import generate_to_file
@@ -135,7 +134,7 @@ def synthesize(args: SynthesizeArgs, spec: ModelSpec, backend: BackendConfig, gu
 def run_synthesis(job: Job) -> dict[str, Any]:
     """Generate (steered) → judge → select, each phase resuming from its file; writes the dataset and stats."""
     args, out = job.settings, job.out
-    prompts, dups = load_inputs(args)
+    prompts, dups = job.prepared  # load_inputs(args), by prepare()
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     generator = make_generator(job.model, job.backend)
@@ -260,11 +259,9 @@ class Synthesize(Stage):
         return replace(job, settings=replace(job.settings, harmful=str(prompts.harmful),
                                              benign=str(prompts.benign) if prompts.benign else None))
 
-    def check(self, job: Job) -> None:
-        if not job.settings.harmful:
-            raise InputError("synthesize: --harmful is required")
+    def prepare(self, job: Job) -> tuple[list[Prompt], int]:
         resolve_template(job.settings.steering)
-        load_inputs(job.settings)  # a bad prompt file fails before DIR is touched
+        return load_inputs(job.settings)  # a bad prompt file fails before DIR is touched
 
     def run(self, job: Job) -> Counts:
         stats = run_synthesis(job)
