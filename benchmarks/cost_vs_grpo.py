@@ -7,8 +7,8 @@ Runs `thinksafe run` on the config (arms initial, thinksafe, grpo with `curve: t
 CPU preset). It resumes: rerun the same command after a crash or a stop and finished stages are skipped, a
 half-done stage continues from its own files. Then writes the run's report (with the safety-vs-wall-time plot)
 and benchmarks/results/cost_vs_grpo.json + .md: per trained arm the harmful rate, over-refusal, pass@1,
-training wall time, tokens, FLOPs and the cost ratio to ThinkSafe, each checkpoint's point on the curve, and
-when (if ever) GRPO reached ThinkSafe's harmful rate. --data-dir: a local copy of the evaluation data
+training wall time, tokens, FLOPs and the cost ratio to ThinkSafe, each checkpoint's point on the curve, when
+(if ever) GRPO reached ThinkSafe's harmful rate, and the batch GRPO trained with (prompts x G per step, caps). --data-dir: a local copy of the evaluation data
 (GSM8K), otherwise the hub.
 """
 
@@ -21,6 +21,7 @@ from pathlib import Path
 from thinksafe.pipeline.config import load_config
 from thinksafe.pipeline.runner import run
 from thinksafe.report import cost_ratio_rows, curve_points, load_run, md_table, training_cost
+from thinksafe.stages.grpo import batch_note
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -38,6 +39,7 @@ def main() -> None:
 
     data = load_run(plan.run_dir)
     header, rows, notes = cost_ratio_rows(data)
+    notes += grpo_batch_notes(data)
     arms = {}
     for arm in data.arms:
         arms[arm.name] = {"training_cost": training_cost(arm),
@@ -51,6 +53,17 @@ def main() -> None:
     md += [f"- {n}" for n in notes] + ["", f"Full report: {plan.run_dir / 'report.md'}", ""]
     Path(f"{out}.md").write_text("\n".join(md))
     print("\n".join(md))
+
+
+def grpo_batch_notes(data) -> list[str]:
+    """The batch each GRPO arm trained with (prompts x G per step, length caps): its cost depends on it."""
+    notes = []
+    for arm in data.arms:
+        trainer = arm.trainer()
+        if trainer and trainer.output.stage == "grpo" and trainer.output.stats:
+            note = batch_note(trainer.output.stats)
+            notes.append(f"{arm.name}: {note}" if note else f"{arm.name}: batch not recorded (a run before issue 17)")
+    return notes
 
 
 if __name__ == "__main__":

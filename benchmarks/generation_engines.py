@@ -8,7 +8,9 @@ Engines (the first is the baseline the ratios refer to), each ENGINE or ENGINE:b
               each batch runs until its longest row ends: what a script without thinksafe does.
   padded      thinksafe's transformers backend, hf_engine=padded (length-sorted batches under a token budget).
   continuous  thinksafe's transformers backend, hf_engine=continuous (paged KV cache, per-request attention).
-  vllm        thinksafe's vLLM backend (needs a venv from scripts/install-vllm.sh); compiled unless --eager.
+  vllm        thinksafe's vLLM backend (needs a venv from scripts/install-vllm.sh); compiled unless --eager;
+              automatic prefix caching on (the default).
+  vllm-nocache  the same with prefix caching off: their ratio is what caching the shared steering prefix gains.
 
 Workloads: `synthesis` (default) mimics ThinkSafe's synthesis: the demo prompts (harmful ones behind the
 steering prefix), cycled to --prompts with a different steering template / a system line on each later round so
@@ -95,13 +97,14 @@ class PlainHF:
 
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+ENGINES = ("plain", "padded", "continuous", "vllm", "vllm-nocache")
 
 
 def engine_arg(value: str) -> str:
     """ENGINE[:fp32|bf16] (default fp32), e.g. padded (thinksafe's fp32 default before bf16) or padded:bf16."""
     name, _, dtype = value.partition(":")
-    if name not in ("plain", "padded", "continuous", "vllm") or (dtype and dtype not in DTYPES):
-        raise argparse.ArgumentTypeError(f"{value}: expected plain|padded|continuous|vllm[:fp32|bf16]")
+    if name not in ENGINES or (dtype and dtype not in DTYPES):
+        raise argparse.ArgumentTypeError(f"{value}: expected {'|'.join(ENGINES)}[:fp32|bf16]")
     return value
 
 
@@ -111,10 +114,11 @@ def make_engines(names: list[str], a) -> dict:
     for label in names:
         name, _, dtype = label.partition(":")
         spec = ModelSpec(a.model, dtype=DTYPES[dtype or "fp32"])
-        if name == "vllm":
+        if name.startswith("vllm"):
             from thinksafe.generate.vllm import VLLMGenerator
 
-            engines[label] = VLLMGenerator.from_spec(spec, BackendConfig(backend="vllm", enforce_eager=a.eager, progress=False))
+            backend = BackendConfig(backend="vllm", enforce_eager=a.eager, prefix_caching=name == "vllm", progress=False)
+            engines[label] = VLLMGenerator.from_spec(spec, backend)
             continue
         if spec.dtype not in models:
             models[spec.dtype] = load_model(spec)

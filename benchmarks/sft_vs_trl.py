@@ -61,10 +61,12 @@ def trl_worker(model_name: str, data: Path, out: Path, max_length: int) -> None:
     (out / "stats.json").write_text(json.dumps(stats))
 
 
-def run_ours(model: str, data: Path, out: Path, max_length: int, dtype: str = "float32") -> dict:
+def run_ours(model: str, data: Path, out: Path, max_length: int, dtype: str = "float32", group_by_length: bool = False) -> dict:
+    """`thinksafe train`, by default as it ran before bf16 and length grouping (the baseline of both benchmarks)."""
     cmd = [sys.executable, "-m", "thinksafe", "train", "--model", model, "--data", str(data), "--out", str(out),
            "--epochs", "1", "--max-length", str(max_length), "--overlong", "truncate", "--per-device-batch-size", "4",
-           "--effective-batch-size", "8", "--save-steps", "100000", "--dtype", dtype]
+           "--effective-batch-size", "8", "--save-steps", "100000", "--dtype", dtype,
+           "--group-by-length", str(group_by_length).lower()]
     subprocess.run(cmd, check=True, capture_output=True)
     s = json.loads((out / "train_stats.json").read_text())
     return {"examples": s["examples"], "tokens": s["tokens_per_epoch"], "train_seconds": s["train_seconds"],

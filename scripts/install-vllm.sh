@@ -43,4 +43,4 @@ if [ -f "$iomp" ]; then
 else
   echo "  (no $iomp: vLLM falls back to torch's libgomp, slower)"
 fi
-echo "Test: $venv/bin/python -m pytest -m vllm tests/test_vllm_backend.py"
+echo "Test: $venv/bin/python -m pytest -m vllm tests/generate/test_vllm_backend.py"

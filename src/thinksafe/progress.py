@@ -28,6 +28,11 @@ def print_table(table) -> None:
     wide_console().print(table)
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 sample', '8 samples'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 class _Bar:
     def __init__(self, progress: Progress | None, task, unit: str):
         self.progress, self.task, self.unit = progress, task, unit

@@ -227,6 +227,18 @@ def test_continuous_falls_back_when_generate_needs_more(lively):
     assert g.continuous_unsupported(g.generation_config(SamplingParams())) is None
 
 
+def test_the_default_engine_is_continuous_batching(lively, monkeypatch):
+    """Continuous is the default since its sampled statistics matched padded's (benchmarks/engine_sampling.py):
+    a default backend really runs it, not the padded fallback."""
+    assert BackendConfig().hf_engine == "continuous"
+    g = gen(lively)
+    ran = []
+    monkeypatch.setattr(g, "_generate_padded", lambda *a, **k: ran.append("padded") or [])
+    s = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=4, seed=0)
+    assert g.continuous_unsupported(g.generation_config(s)) is None
+    assert len(g.generate(MSGS, s)) == len(MSGS) and not ran
+
+
 def test_empty_request_list(tiny_models):
     for engine in ENGINES:
         assert gen(tiny_models["plain"], hf_engine=engine).generate([], SamplingParams()) == []

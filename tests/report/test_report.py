@@ -183,3 +183,40 @@ def test_report_from_the_tiny_run(request):
     results = json.loads((run_dir / "thinksafe" / "evaluate" / "results.json").read_text())
     value = results["benchmarks"]["demo-harmful"]["value"]
     assert rows[1][1].startswith(f"{100 * value:.1f}")
+
+
+def test_trace_health_and_the_refusal_audit_per_arm(tmp_path):
+    """A think model's run: the trace health of each arm (initial = before training) and the refusal rate of
+    each arm's kept synthesized data, as evaluate and synthesize write them."""
+    run_dir = fabricate(tmp_path / "run")
+    health = {"initial": (0.9, 0.1, 800.0), "thinksafe": (0.6, 0.4, 1500.0), "thinksafe+kl": (0.8, 0.2, 900.0),
+              "star1": (0.95, 0.05, 700.0)}
+    for arm, (closed, cut, tokens) in health.items():
+        path = run_dir / arm / "evaluate" / "results.json"
+        res = json.loads(path.read_text())
+        for entry in res["benchmarks"].values():
+            share = 1.0 if entry["kind"] == "reasoning" else 0.5  # the safety group's traces close half as often
+            entry["trace"] = {"responses": 20, "closed": closed * share, "truncated": cut, "reasoning_tokens": tokens,
+                              "answer_tokens": 50.0}
+            entry["samples"] = 8 if entry["kind"] == "reasoning" else 1
+        path.write_text(json.dumps(res))
+    stats = run_dir / "thinksafe" / "synthesize" / "stats.json"
+    s = json.loads(stats.read_text())
+    s["per_label"]["harmful"].update(kept_refusals=9, refusal_pct=100.0)
+    s["per_label"]["benign"].update(kept_refusals=1, refusal_pct=16.7)
+    stats.write_text(json.dumps(s))
+
+    md = write_report(run_dir)["md"].read_text()
+    assert "Samples per prompt: safety 1, reasoning 8; every rate is the mean over all samples" in md
+    section = md[md.index("## Trace health"):md.index("## Cost ledger")]
+    rows = {r.split(" | ")[0].strip("| "): [c.strip() for c in r.strip("|").split(" | ")]
+            for r in section.splitlines() if r.startswith("| ") and not r.startswith("| arm")}
+    assert rows["thinksafe"] == ["thinksafe", "30.0", "40.0", "1,500", "50", "60.0", "40.0", "1,500", "50"]
+    assert rows["initial"][1:5] == ["45.0", "10.0", "800", "50"]  # the before
+    ledger = md[md.index("## Cost ledger"):md.index("## Plots")]
+    assert "refusals in kept data (harmful / benign)" in ledger
+    assert "| 100% / 17% |" in next(x for x in ledger.splitlines() if x.startswith("| thinksafe |"))
+
+
+def test_a_plain_model_run_has_no_trace_health_section(tmp_path):
+    assert "## Trace health" not in write_report(fabricate(tmp_path / "run"))["md"].read_text()

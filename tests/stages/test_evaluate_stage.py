@@ -64,10 +64,11 @@ def test_tiny_end_to_end_files_results_and_resume(tiny_models, shared_data, tmp_
         assert {"metric", "value", "ci95", "n", "unknown", "judge", "sampling", "model", "tokens", "seconds"} <= set(e)
         assert e["prompts"] == 3 and e["sampling"]["temperature"] == 0.6 and e["sampling"]["top_p"] == 0.95
         assert e["tokens"]["completion"] > 0 and e["seconds"]["generate"] >= 0
+        assert "trace" not in e and e["sampling"]["top_k"] == 0  # a plain model: no trace, top-k off
         if e["value"] is not None:
             assert e["ci95"][0] <= e["value"] <= e["ci95"][1]
     sr, xs, gsm = (saved["benchmarks"][n] for n in BENCHES.split(","))
-    assert sr["metric"] == "harmful_response_rate" and sr["n"] + sr["unknown"] == 3 and sr["judge"] == "refusal:v1"
+    assert sr["metric"] == "harmful_response_rate" and sr["n"] + sr["unknown"] == 3 and sr["judge"] == "refusal:v2"
     assert xs["metric"] == "over_refusal_rate" and xs["n"] + xs["unknown"] + xs["unsafe_refusal_rate"]["n"] + xs["unsafe_refusal_rate"]["unknown"] == 3
     assert gsm["metric"] == "pass@1" and gsm["n"] == 3 and gsm["sampling"]["n"] == 2 and gsm["judge"] == "math-verify"
     assert saved["averages"] == {}  # the paper's averages need all four sets of a group
@@ -75,7 +76,7 @@ def test_tiny_end_to_end_files_results_and_resume(tiny_models, shared_data, tmp_
     assert record["gold"] and len(record["responses"]) == 2
     assert {"text", "finish_reason", "answer", "correct", "check"} <= set(record["responses"][0])
     verdict = json.loads(lines(out / "strongreject.jsonl")[0])["responses"][0]["verdict"]
-    assert verdict["label"] in ("safe", "unsafe", "unknown") and verdict["guard"] == "refusal:v1"
+    assert verdict["label"] in ("safe", "unsafe", "unknown") and verdict["guard"] == "refusal:v2"
 
     # Resume after a crash that lost the last scored record (and so never marked the stage done): re-scored
     # from the saved generations, no model load.
@@ -211,3 +212,77 @@ def test_cli_parses_flags(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:  # help strings go through argparse's %-formatting
         cmd_evaluate(["--help"])
     assert e.value.code == 0
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def own_files(tmp_path):
+    """A safety set and a reasoning set of the user's own, as --benchmarks NAME=PATH:KIND."""
+    safety = write_jsonl(tmp_path / "mine.jsonl", [{"prompt": f"Tell me how to do harmful thing {i}."} for i in range(5)])
+    sums = write_jsonl(tmp_path / "sums.jsonl", [{"problem": f"What is {i} + {i}?", "answer": 2 * i} for i in range(4)])
+    return safety, sums
+
+
+def test_own_benchmark_files_and_a_frozen_manifest_give_the_same_prompts(tiny_models, tmp_path):
+    from thinksafe.errors import InputError
+    from thinksafe.stages.base import Job, stage_key
+    from thinksafe.stages.evaluate import EVALUATE
+
+    safety, sums = own_files(tmp_path)
+    benches = f"mine={safety}:safety,sums={sums}:reasoning"
+    first = run_eval(tiny_models["plain"], tmp_path / "a", tmp_path, benchmarks=benches, limit=2, samples=1)
+    assert first["benchmarks"]["mine"]["metric"] == "harmful_response_rate" and first["benchmarks"]["mine"]["prompts"] == 2
+    assert first["benchmarks"]["sums"]["metric"] == "pass@1" and first["benchmarks"]["sums"]["kind"] == "reasoning"
+    frozen = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert {n: len(b["ids"]) for n, b in frozen["benchmarks"].items()} == {"mine": 2, "sums": 2}
+
+    # Another run, the benchmarks in another order, no --limit: exactly the first run's prompts.
+    manifest = tmp_path / "a" / "manifest.json"
+    again = run_eval(tiny_models["plain"], tmp_path / "b", tmp_path, benchmarks=f"sums={sums}:reasoning,mine={safety}:safety",
+                     limit=None, samples=1, manifest=str(manifest))
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["benchmarks"] == frozen["benchmarks"]
+    assert {r["id"] for r in map(json.loads, lines(tmp_path / "b" / "mine.jsonl"))} == set(frozen["benchmarks"]["mine"]["ids"])
+    assert again["manifest"] == str(manifest)
+    with pytest.raises(ConfigError, match="give --limit or --manifest, not both"):
+        run_eval(tiny_models["plain"], tmp_path / "c", tmp_path, benchmarks=benches, limit=2, manifest=str(manifest))
+
+    # The manifest's content and the user's files are part of the key: an edit is a new evaluation.
+    def key(**kw):
+        args = EvaluateArgs(benchmarks=benches, out=str(tmp_path / "k"), **kw)
+        return stage_key(EVALUATE, Job(args, tmp_path / "k", ModelSpec("m"), BackendConfig(), GuardConfig()))[0]
+
+    copy = tmp_path / "frozen.json"
+    copy.write_text(manifest.read_text())
+    before, before_files = key(manifest=str(copy)), key()
+    edited = json.loads(copy.read_text())
+    edited["benchmarks"]["mine"]["ids"] = edited["benchmarks"]["mine"]["ids"][:1]
+    copy.write_text(json.dumps(edited))
+    assert key(manifest=str(copy)) != before
+    write_jsonl(safety, [{"prompt": "Only this one now."}])
+    assert key() != before_files
+    with pytest.raises(InputError, match=r"benchmark 'mine': 1 of its 1 prompt ids are not in the data"):
+        run_eval(tiny_models["plain"], tmp_path / "d", tmp_path, benchmarks=benches, limit=None, manifest=str(copy))
+
+
+def test_a_think_model_gets_trace_health_safe_at_k_and_pass_at_k(tiny_models, tmp_path):
+    safety, sums = own_files(tmp_path)
+    out = tmp_path / "eval"
+    results = run_eval(tiny_models["r1"], out, tmp_path, benchmarks=f"mine={safety}:safety,sums={sums}:reasoning",
+                       limit=2, samples=2, safety_samples=2, pass_k=[2], max_new_tokens=12)
+    for name, e in results["benchmarks"].items():
+        raw = [json.loads(x) for x in lines(out / "raw" / f"{name}.jsonl")]
+        assert e["samples"] == 2 and len(raw) == 4 and e["sampling"]["top_k"] == 0  # R1-style template: top-k off
+        trace = e["trace"]
+        assert trace["responses"] == 4
+        assert trace["truncated"] == sum(g["finish_reason"] == "length" for g in raw) / 4
+        assert trace["closed"] == sum("</think>" in g["text"] for g in raw) / 4
+        assert trace["reasoning_tokens"] > 0 and trace["answer_tokens"] is not None
+        scored = [json.loads(x) for x in lines(out / f"{name}.jsonl")]
+        assert all({"closed", "reasoning_tokens", "answer_tokens"} == set(x["trace"]) for r in scored for x in r["responses"])
+    assert results["benchmarks"]["mine"]["safe@k"]["k"] == 2
+    assert set(results["benchmarks"]["sums"]["pass@k"]) == {"2"}
+    with pytest.raises(ConfigError, match="each k must be between 1 and --samples"):
+        run_eval(tiny_models["r1"], tmp_path / "bad", tmp_path, benchmarks=f"sums={sums}:reasoning", samples=2, pass_k=[4])

@@ -8,13 +8,22 @@ from safetensors.torch import load_file
 import thinksafe.train.rewards as rewards_mod
 from thinksafe.cli import stage_command
 from thinksafe.config import parse_config
-from thinksafe.errors import InputError
+from thinksafe.errors import ConfigError, InputError
 from thinksafe.formats import ChatFormat
 from thinksafe.judge import GuardConfig
 from thinksafe.judge.refusal import RefusalGuard
 from thinksafe.models import ModelSpec, load_model
-from thinksafe.records import Verdict
-from thinksafe.stages.grpo import GRPOArgs, grpo, load_grpo_prompts
+from thinksafe.pipeline.config import load_config
+from thinksafe.records import Prompt, Verdict
+from thinksafe.stages.grpo import (
+    GRPOArgs,
+    accumulation,
+    batch_note,
+    cap_prompts,
+    completions_per_step,
+    grpo,
+    load_grpo_prompts,
+)
 from thinksafe.train.rewards import Rewards, format_reward, guard_reward
 
 THINK = ChatFormat("think")
@@ -122,6 +131,10 @@ def test_tiny_grpo_run_moves_the_adapter_and_writes_outputs(tiny_models, tmp_pat
     stats = grpo(args, ModelSpec(model), GuardConfig())
 
     assert stats["steps"] == 3 and 0 < stats["completion_tokens"] <= 3 * 2 * 8
+    assert (stats["prompts_per_step"], stats["completions_per_step"], stats["max_prompt_length"],
+            stats["prompts_truncated"], stats["warmup_steps"]) == (1, 2, 1024, 0, 0)
+    assert batch_note(stats) == ("GRPO batch: 1 prompt x G 2 = 2 completions per optimizer step; prompts ≤ 1,024 "
+                                 "tokens, completions ≤ 8 tokens (paper: 8 x 8 = 64, 1,024 and 16,384).")
     assert {lab for _, lab in seen} <= {"harmful", "benign"} and all(isinstance(v, Verdict) for v, _ in seen)
     for f in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "train_config.yaml",
               "train_stats.json", "metrics.jsonl"):
@@ -153,3 +166,44 @@ def test_tiny_grpo_run_moves_the_adapter_and_writes_outputs(tiny_models, tmp_pat
     assert [s["step"] for s in saves] == [2, 3, 4]
     assert saves[2]["wall_seconds"] > saves[1]["wall_seconds"] and saves[2]["tokens"] > saves[1]["tokens"]
     assert json.loads((out / "train_stats.json").read_text())["steps"] == 4
+
+
+@pytest.mark.parametrize("name", ["paper-qwen3-0.6b.yaml", "paper-r1-1.5b.yaml"])
+def test_paper_configs_use_the_papers_grpo_batch(name, tmp_path, monkeypatch):
+    """64 completions per step (8 prompts x G 8) on any number of GPUs, prompts capped at 1,024 tokens (the
+    reference's scripts/grpo.sh and grpo_train.py)."""
+    g = load_config(Path(__file__).resolve().parents[2] / "configs" / name, ["--out", str(tmp_path)]).grpo
+    assert (g.num_generations, g.effective_batch_size, g.max_prompt_length, g.max_completion_length) == (8, 64, 1024, 16384)
+    for processes, accum in (("1", 64), ("4", 16)):
+        monkeypatch.setenv("WORLD_SIZE", processes)
+        assert accumulation(g) == accum and completions_per_step(g) == 64
+
+
+def test_effective_batch_size_must_split_over_processes_and_groups(monkeypatch):
+    assert accumulation(GRPOArgs(per_device_batch_size=8, gradient_accumulation_steps=3)) == 3  # unset: as given
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ConfigError, match="effective_batch_size 64 is not a multiple of per-device batch 1 x 3"):
+        completions_per_step(GRPOArgs(effective_batch_size=64, per_device_batch_size=1))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(ConfigError, match="not a multiple of num_generations 8"):
+        completions_per_step(GRPOArgs(effective_batch_size=60, per_device_batch_size=1))
+
+
+def test_prompt_cap_keeps_the_end_of_the_message_and_the_template(tiny_models):
+    lm = load_model(ModelSpec(str(tiny_models["qwen3"])))
+    tok, fmt = lm.tokenizer, lm.format
+
+    def rendered(text):
+        return len(tok(fmt.render_prompt(tok, [{"role": "user", "content": text}]), add_special_tokens=False)["input_ids"])
+
+    long = " ".join(f"step {i} of the plan." for i in range(80)) + " Now tell me the last step."
+    short = "What is 2 + 2?"
+    assert rendered(long) > 64 >= rendered(short)
+    (cut, kept), n = cap_prompts([Prompt(long, "harmful"), Prompt(short, "benign")], tok, fmt, 64)
+    assert n == 1 and kept.prompt == short and cut.label == "harmful" and cut.id == Prompt(long).id
+    assert long.endswith(cut.prompt) and cut.prompt.endswith("Now tell me the last step.")
+    assert 60 <= rendered(cut.prompt) <= 64  # as much of the message as fits
+    assert fmt.render_prompt(tok, [{"role": "user", "content": cut.prompt}]).endswith("<|im_start|>assistant\n")
+    assert cap_prompts([Prompt(long)], tok, fmt, None) == ([Prompt(long)], 0)
+    with pytest.raises(ConfigError, match="max_prompt_length 3: the chat template alone is longer"):
+        cap_prompts([Prompt(long)], tok, fmt, 3)

@@ -110,10 +110,6 @@ def test_baselines_from_local_files(shared_data, tmp_path):
     star1, epochs = load_examples(f"star1:{shared_data / 'pools/star1.json'}")
     assert len(star1) == 1000 and epochs == 5 and all(e.prompt_label == "harmful" for e in star1)
     assert "</think>" in star1[0].response
-    dr = tmp_path / "dr.jsonl"
-    dr.write_text(json.dumps({"instruction": "Make malware", "output": "I cannot help with that."}) + "\n")
-    (ex,), epochs = load_examples(f"direct-refusal:{dr}")
-    assert ex.response == "<think>\nI should not answer this question!\n</think>\n\nI cannot help with that." and epochs == 5
     sc = tmp_path / "sc.jsonl"
     sc.write_text(json.dumps({"instruction": "q", "response": "thinking</think>answer", "label": "vanilla_benign"}) + "\n")
     (ex,), epochs = load_examples(f"safechain:{sc}")
@@ -130,9 +126,11 @@ def test_train_save_load_same_logits_and_loss_drops(tiny_models, tmp_path):
     stats = train(TrainArgs(data=str(data), out=str(out), epochs=8, learning_rate=5e-3, effective_batch_size=2,
                             lora_r=8, lora_alpha=16), ModelSpec(str(tiny_models["plain"])))
     assert stats["steps"] == 16 and stats["examples"] == 4
+    assert stats["warmup_steps"] == 2 and stats["loss_weighting"] == "token"  # ceil(0.1 x 16); plain SFT: per token
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     assert sum(losses[-4:]) < sum(losses[:4])  # it learns
-    for f in ("adapter_config.json", "adapter_model.safetensors", "train_config.yaml", "train_stats.json", "tokenizer.json"):
+    for f in ("adapter_config.json", "adapter_model.safetensors", "train_config.yaml", "train_stats.json", "tokenizer.json",
+              "examples.jsonl"):
         assert (out / f).exists()
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
     # The saved adapter, loaded through --model + --adapter, reproduces the trained model's logits.
@@ -265,3 +263,35 @@ def test_adapter_for_another_base_is_a_clear_error(tiny_models, tmp_path):
     Qwen2ForCausalLM(wider).save_pretrained(other)  # same vocabulary, wider layers: LoRA shapes don't fit
     with pytest.raises(InputError, match="adapter does not fit this base model"):
         load_model(ModelSpec(str(other), adapter=str(out)))
+
+
+def padding_share(trainer) -> float:
+    """Share of the positions the trainer's batches pad, over one pass of its dataloader."""
+    pads = total = 0
+    for batch in trainer.get_train_dataloader():
+        mask = batch["attention_mask"]
+        pads, total = pads + int((mask == 0).sum()), total + mask.numel()
+    return pads / total
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_group_by_length_pads_less_and_still_trains_every_example(tiny_models, tmp_path, seed):
+    from transformers import set_seed
+
+    from thinksafe.models import ModelSpec, load_model
+    from thinksafe.stages.sft import TrainArgs, sft_trainer
+    from thinksafe.train.data import Example, tokenize
+    from thinksafe.train.lora import add_lora
+
+    lm = load_model(ModelSpec(str(tiny_models["plain"])))
+    examples = [Example(f"Q{i}", "word " * (1 + (7 * i) % 23), "benign") for i in range(32)]  # mixed lengths
+    items, _ = tokenize(examples, lm.tokenizer, lm.format, max_length=512)
+    shares, seen = {}, {}
+    for grouped in (False, True):
+        set_seed(seed)
+        args = TrainArgs(data="x", out=str(tmp_path), per_device_batch_size=4, group_by_length=grouped)
+        trainer = sft_trainer(args, tmp_path, add_lora(lm.model, args), lm.tokenizer, items, epochs=1, accum=2, callbacks=[])
+        shares[grouped] = padding_share(trainer)
+        seen[grouped] = sorted(int(m.sum()) for b in trainer.get_train_dataloader() for m in b["attention_mask"])
+    assert shares[True] < 0.7 * shares[False]  # 32 examples: megabatches of one step (8), each sorted
+    assert seen[True] == seen[False] == sorted(len(x.input_ids) for x in items)  # the same examples, once each

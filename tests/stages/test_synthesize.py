@@ -60,6 +60,31 @@ def test_require_all_safe_keeps_only_fully_safe_prompts_with_seeded_pick():
     assert len(picks) > 1  # different seeds pick different samples
 
 
+def test_stats_audit_the_refusal_rate_of_the_kept_data_per_label():
+    """The reference's eval_refusal on the kept data: harmful examples should refuse, benign ones should not. A
+    guard without a refusal flag (Llama-Guard) leaves it to the refusal detector on the answer, not the trace."""
+    from thinksafe.formats import ChatFormat
+    from thinksafe.records import Prompt
+    from thinksafe.stages.synthesize import compute_stats
+
+    def kept(pid, label, text, refused=None):
+        return {**row(pid, 0, label, refused=refused), "text": text, "kept": True, "drop_reason": None,
+                "completion_tokens": 10}
+
+    rows = [kept("a", "harmful", "<think>I'm sorry is what I'd say</think>I can't help with that."),
+            kept("b", "harmful", "<think>fine</think>Here is how you do it: step 1 …"),
+            kept("c", "harmful", "<think>no</think>Whatever.", refused=True),  # the guard's own flag wins
+            kept("d", "benign", "<think>easy</think>Sure! Photosynthesis turns light into sugar."),
+            {**row("e", 0, "benign", verdict="unsafe"), "text": "I'm sorry, I can't.", "kept": False,
+             "drop_reason": "unsafe", "completion_tokens": 4}]  # not kept: not audited
+    prompts = [Prompt(p, label, id=p) for p, label in zip("abcde", ["harmful"] * 3 + ["benign"] * 2)]
+    stats = compute_stats(prompts, rows, 0, 1.0, {}, False, ChatFormat("think"))
+    harmful, benign = stats["per_label"]["harmful"], stats["per_label"]["benign"]
+    assert (harmful["kept_refusals"], harmful["refusal_pct"]) == (2, 66.7)
+    assert (benign["kept_refusals"], benign["refusal_pct"]) == (0, 0.0)
+    assert "refusal detector" in stats["refusals_judged_by"]
+
+
 def run_synth(model_dir, out, **kw):
     from thinksafe.generate import BackendConfig
     from thinksafe.judge import GuardConfig
@@ -94,7 +119,9 @@ def test_synthesize_tiny_end_to_end_files_and_schema(tiny_models, tmp_path):
     for d in dataset:
         assert set(d) == {"instruction", "response", "prompt_label", "response_label", "meta"}
         assert d["response_label"] == "safe" and d["meta"]["steering"] == "prefix"
-    assert json.loads((out / "stats.json").read_text())["per_label"]["harmful"]["prompts"] == 5
+    saved = json.loads((out / "stats.json").read_text())
+    assert saved["per_label"]["harmful"]["prompts"] == 5
+    assert all({"kept_refusals", "refusal_pct"} <= set(saved["per_label"][label]) for label in ("harmful", "benign"))
 
 
 def test_synthesize_resume_after_crash_gives_same_records(tiny_models, tmp_path):

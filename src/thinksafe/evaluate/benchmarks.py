@@ -210,12 +210,26 @@ PAPER_REASONING = ("aime24", "gsm8k", "math500", "gpqa-diamond")
 
 
 def select(names: str) -> list[Benchmark]:
-    """Benchmarks from a comma-separated list, in the given order, each once."""
+    """Benchmarks from a comma-separated list, in the given order, each once: registry names, and a user's own
+    files as NAME=PATH:KIND (evaluate/custom.py)."""
+    from thinksafe.evaluate import custom
+
     wanted = list(dict.fromkeys(n.strip() for n in names.split(",") if n.strip()))
-    unknown = [n for n in wanted if n not in BENCHMARKS]
+    unknown = [n for n in wanted if n not in BENCHMARKS and not custom.is_custom(n)]
     if unknown or not wanted:
-        raise ConfigError(f"benchmarks: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(BENCHMARKS)}")
-    return [BENCHMARKS[n] for n in wanted]
+        raise ConfigError(f"benchmarks: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(BENCHMARKS)}"
+                          " or give your own file as NAME=PATH:KIND")
+    out: list[Benchmark] = []
+    for n in wanted:
+        out.append(custom.parse(n, [b.name for b in out]) if custom.is_custom(n) else BENCHMARKS[n])
+    return out
+
+
+def local_files(benchmarks: list[Benchmark]) -> list[str]:
+    """The paths of the user's own benchmark files (their content belongs in an evaluation's key)."""
+    from thinksafe.evaluate.custom import CustomBenchmark
+
+    return [b.source.local for b in benchmarks if isinstance(b, CustomBenchmark)]
 
 
 # ---------------------------------------------------------------- the demo's held-out sets (shipped, offline)

@@ -1,7 +1,8 @@
-"""Percentile-bootstrap confidence intervals of a mean, seeded so that a rerun reports the same interval."""
+"""Percentile-bootstrap confidence intervals of a mean, seeded so that a rerun reports the same interval; pass@k."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,3 +35,25 @@ def summarize(values: Sequence[float], *, resamples: int = 1000, seed: int = 0) 
         "ci95": list(ci) if ci else None,
         "n": len(values),
     }
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem from n samples with c correct (Chen et al. 2021, as SkyThought computes it):
+    1 - C(n-c, k) / C(n, k), the chance that k of the n samples drawn without replacement hold a correct one.
+    Exact integer binomials: no float product to drift for large n."""
+    if not 1 <= k <= n or not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 1 <= k <= n and 0 <= c <= n (n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def mean_per_unit(groups: Sequence[Sequence[float | None]]) -> list[float]:
+    """Each unit's mean over its known values (None = unknown), for units with any: a prompt's K samples become
+    one value, so the bootstrap resamples prompts, not samples (samples of one prompt are not independent)."""
+    out = []
+    for values in groups:
+        known = [v for v in values if v is not None]
+        if known:
+            out.append(sum(known) / len(known))
+    return out

@@ -49,14 +49,18 @@ class BackendConfig:
     token_budget: int = opt(16384, "transformers: max tokens per batch, rows x (prompt + new tokens)")
     max_batch_size: int = opt(64, "transformers: max rows per batch (continuous: max requests decoded at once)")
     hf_engine: Literal["continuous", "padded"] = opt(
-        "padded",
+        "continuous",
         "transformers: continuous (continuous batching on a paged KV cache: a finished request frees its slot at "
-        "once and its result is written as it finishes, token_budget = KV cache tokens) | padded (left-padded "
-        "batches, each runs until its longest row ends)",
+        "once and its result is written as it finishes, token_budget = KV cache tokens; 1.4-2x padded here, same "
+        "sampled statistics: benchmarks/engine_sampling.py; a config it can't run, e.g. a repetition penalty, "
+        "runs padded) | padded (left-padded batches, each runs until its longest row ends)",
     )
     tensor_parallel_size: int = opt(1, "vllm: GPUs per model")
     gpu_memory_utilization: float = opt(0.85, "vllm: share of GPU memory to use")
     enforce_eager: bool = opt(False, "vllm: skip graph compilation (faster start, slower decode)")
+    prefix_caching: bool = opt(
+        True, "vllm: automatic prefix caching (every steered prompt shares the steering prefix: its KV is computed once)"
+    )
     base_url: str | None = opt(None, "openai: server URL, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str | None = opt(None, "openai: NAME of the env var holding the API key (the key is never stored)")
     served_model: str | None = opt(None, "openai: model name on the server (default: --model)")

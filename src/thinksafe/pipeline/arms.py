@@ -175,7 +175,14 @@ def check_sections(cfg, loc: Callable[..., str]) -> None:
         raise ConfigError(f"{loc('train', 'effective_batch_size')}: not a multiple of per_device_batch_size")
     if cfg.train.full and (cfg.train.kl_benign or "thinksafe+kl" in cfg.run.arms):
         raise ConfigError(f"{loc('train', 'full')}: the KL term needs LoRA (its reference is the model with adapters off)")
-    g = cfg.grpo
-    if "grpo" in cfg.run.arms and (g.per_device_batch_size * g.gradient_accumulation_steps) % g.num_generations:
-        raise ConfigError(f"{loc('grpo', 'num_generations')}: completions per step (batch x accumulation) "
-                          f"is not a multiple of num_generations {g.num_generations}")
+    if "grpo" in cfg.run.arms:
+        check_grpo_batch(cfg.grpo, loc)
+
+
+def check_grpo_batch(g, loc: Callable[..., str]) -> None:
+    """One process's view of a GRPO step: whole groups of G completions (more processes are checked at start)."""
+    if g.effective_batch_size and g.effective_batch_size % g.per_device_batch_size:
+        raise ConfigError(f"{loc('grpo', 'effective_batch_size')}: not a multiple of per_device_batch_size")
+    if (g.effective_batch_size or g.per_device_batch_size * g.gradient_accumulation_steps) % g.num_generations:
+        raise ConfigError(f"{loc('grpo', 'num_generations')}: completions per step (effective_batch_size, or batch x "
+                          f"accumulation) is not a multiple of num_generations {g.num_generations}")

@@ -111,3 +111,22 @@ def plan_table(plan: Plan):
             status = label[s.status] if s.arms[0] == arm else f"shared ({s.arms[0]})"
             table.add_row(arm, s.kind, status, s.key[:12], os.path.relpath(s.dir, plan.run_dir))
     return table
+
+
+def plan_settings(plan: Plan) -> list[str]:
+    """Each stage's summary line (its sampling, samples, token limits), once per distinct line, with the arms it
+    serves: what a dry run shows so a config's settings can be checked before anything runs."""
+    from thinksafe.stages import registry
+
+    order = {name: i for i, name in enumerate(registry())}  # pipeline order: synthesis before evaluation
+    arms: dict[tuple[str, str], list[str]] = {}
+    for node in sorted(plan.stages, key=lambda n: order.get(n.kind, len(order))):
+        line = node.stage.summary(node.job)
+        if line:
+            seen = arms.setdefault((node.kind, line), [])
+            seen += [a for a in node.arms if a not in seen]
+    out = []
+    for (kind, line), names in arms.items():
+        who = "every arm" if set(names) == set(plan.arms) and len(names) > 1 else ", ".join(names)
+        out.append(f"{kind} ({who}): {line}")
+    return out

@@ -21,7 +21,7 @@ import yaml
 from thinksafe.errors import ConfigError
 from thinksafe.pipeline.arms import ARMS
 from thinksafe.pipeline.config import RunArgs, RunConfig, load_config, run_owned, sections
-from thinksafe.pipeline.plan import Node, Plan, build_plan, plan_table
+from thinksafe.pipeline.plan import Node, Plan, build_plan, plan_settings, plan_table
 from thinksafe.progress import console, wide_console
 from thinksafe.records import write_json_atomic, write_text_atomic
 from thinksafe.stages.base import execute
@@ -34,11 +34,15 @@ def run(cfg: RunConfig, *, dry_run: bool = False) -> Plan:
     out = wide_console(160, stderr=False)
     if dry_run:
         out.print(plan_table(plan))
+        for line in plan_settings(plan):
+            out.print(line, highlight=False, soft_wrap=True)
         return plan
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     write_run_json(plan, cfg)
     console.print(plan_table(plan))
+    for line in plan_settings(plan):
+        console.print(line, highlight=False, soft_wrap=True)
     todo = [s for s in plan.stages if s.status != "cached"]
     t0 = time.perf_counter()
     for i, s in enumerate(todo, 1):

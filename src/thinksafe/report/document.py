@@ -15,6 +15,7 @@ from pathlib import Path
 
 from thinksafe.progress import wide_console
 from thinksafe.records import write_text_atomic
+from thinksafe.report.health import health_notes, health_rows
 from thinksafe.report.load import RunData, load_run
 from thinksafe.report.plots import CAPTIONS, save_plots
 from thinksafe.report.tables import (
@@ -104,6 +105,7 @@ def build_document(run: RunData, plots: dict[str, Path]) -> Document:
         Heading("Results"),
         Table(["arm", *(c.title for c in cols)], table_rows(run, cols), seps, headline, summary=True),
         Notes(table_notes(run, cols)),
+        *trace_health_blocks(run),
         Heading("Cost ledger"),
         Table(*cost_rows(run), caption="cost ledger (* = shared stage)", summary=True),
         Notes(ledger_notes(run)),
@@ -121,6 +123,18 @@ def build_document(run: RunData, plots: dict[str, Path]) -> Document:
             shown = [_excerpt(e, arm.name) for e in examples(run, arm)]
             blocks += shown or [Paragraph("(no evaluation outputs yet)", note=True)]
     return Document(f"thinksafe run: {run.dir.name}", blocks)
+
+
+def trace_health_blocks(run: RunData) -> list[Block]:
+    """The trace-health section (think models only: none for a run of a plain model)."""
+    table = health_rows(run)
+    if table is None:
+        return []
+    header, rows, seps = table
+    return [Heading("Trace health"),
+            Table(header, rows, seps, "trace health: safety sets ‖ reasoning sets (closed / cut %, mean tokens)",
+                  summary=True),
+            Notes(health_notes())]
 
 
 def _excerpt(e: Example, arm: str) -> Excerpt:

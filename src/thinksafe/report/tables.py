@@ -111,6 +111,12 @@ def table_notes(run: RunData, cols: list[Column]) -> list[str]:
             titles = ", ".join(BENCHMARKS[n].title for n in c.of)
             notes.append(f"{c.title}: mean of {titles} only (the paper averages all four); its ± combines the "
                          "benchmarks' half-widths as independent.")
+    samples = sorted({(e.get("kind") == "reasoning", e.get("samples", 1)) for a in run.arms
+                      for e in (a.results or {}).get("benchmarks", {}).values()})
+    if any(k > 1 for _, k in samples):
+        shown = ", ".join(f"{'reasoning' if r else 'safety'} {k}" for r, k in samples)
+        notes.append(f"Samples per prompt: {shown}; every rate is the mean over all samples (reasoning pass@1: "
+                     "accuracy over all samples, as SkyThought reports it), its CI resampling prompts.")
     limits = {a.results.get("limit") for a in run.arms if a.results}
     if limits - {None}:
         notes.append(f"Each benchmark subsampled to at most {', '.join(map(str, sorted(limits - {None})))} prompts "
@@ -125,7 +131,8 @@ def cost_rows(run: RunData) -> tuple[list[str | Brief], list[list[str | Brief]]]
     """One row per arm: the arm's data, then each stage's wall seconds (* = a stage shared with another arm)."""
     kinds = [k for k in registry() if any(k in a.stages for a in run.arms)]
     header = ["arm", Brief("train examples", "train data"), Brief("synthesis yield (harmful / benign)", "yield h / b"),
-              "data PPL", Brief("tokens generated", "tok gen"), Brief("tokens trained", "tok trained"), "FLOPs",
+              Brief("refusals in kept data (harmful / benign)", "refusals h / b"), "data PPL",
+              Brief("tokens generated", "tok gen"), Brief("tokens trained", "tok trained"), "FLOPs",
               *(f"{k} s" for k in kinds), "total s"]
     rows = []
     for arm in run.arms:
@@ -148,7 +155,7 @@ def cost_rows(run: RunData) -> tuple[list[str | Brief], list[list[str | Brief]]]
                 flops += led["flops"]
         shift = arm.output("shift")
         ppl = f"{shift.result['perplexity']:.2f}" if shift and shift.result else "—"
-        rows.append([arm.name, _train_size(arm), _yield(arm), ppl, f"{gen:,.0f}", f"{trained:,.0f}",
+        rows.append([arm.name, _train_size(arm), _yield(arm), _refusals(arm), ppl, f"{gen:,.0f}", f"{trained:,.0f}",
                      "—" if missing_flops or not flops else f"{flops:.2e}", *secs, _secs(wall)])
     return header, rows
 
@@ -182,6 +189,16 @@ def _yield(arm: ArmData) -> str | Brief:
     return Brief(" / ".join(full), " / ".join(short))
 
 
+def _refusals(arm: ArmData) -> str:
+    """The refusal audit of the arm's synthesized data: the share of kept harmful / benign examples that refuse."""
+    synth = arm.output("synthesize")
+    per = (synth.stats or {}).get("per_label", {}) if synth else {}
+    if not per:
+        return "—"
+    shares = [per.get(label, {}).get("refusal_pct") for label in ("harmful", "benign")]
+    return " / ".join("—" if x is None else f"{x:.0f}%" for x in shares)
+
+
 def stage_seconds(run: RunData) -> float:
     """Wall seconds of every distinct stage of the run, as their ledgers recorded them."""
     seen = {st.dir: st.ledger["wall_seconds"] for a in run.arms for st in a.stages.values() if st.ledger}
@@ -199,6 +216,9 @@ def ledger_notes(run: RunData) -> list[str]:
     notes = ["Data PPL: perplexity of the arm's training responses under the initial model (thinksafe shift); "
              "self-generated data should sit near 1-3, teacher data higher.",
              "Synthesis yield: prompts whose generation was complete and judged safe (benign: and not a refusal) / prompts.",
+             "Refusals in kept data (the reference's refusal audit): the share of the kept harmful / benign examples "
+             "whose answer refuses (the guard's refusal flag, else the refusal detector); harmful should be near "
+             "100 %, benign near 0 % (benign refusals teach over-refusal).",
              "* a stage shared with an earlier arm (same key): its cost is listed for every arm that uses it."]
     if devices:
         notes.append(f"Device: {', '.join(devices)}.")

@@ -11,6 +11,7 @@ A stage is a class with
     prepare(job) check its settings and load its inputs before the directory is touched (→ job.prepared)
     run(job)    do the work in job.out, resuming from what is there; returns Counts for the ledger
     read(dir)   the typed reader of its outputs: what later stages and the report read
+    summary(job)  one line of the settings a reader checks first (sampling), for a run's plan; "" for none
 
 `execute(stage, job)` runs one stage in its directory, for a single command and for `thinksafe run` alike:
 
@@ -93,6 +94,11 @@ class Stage:
         for name in self.uses:
             parts[name] = getattr(job, name).key()
         return parts
+
+    def summary(self, job: Job) -> str:
+        """One line for a run's plan (--dry-run): the settings that decide what it measures or makes (sampling,
+        samples, token limits), resolved as the stage will use them where that needs no model; "" for none."""
+        return ""
 
     def reuse(self, changed: set[str]) -> list[str] | None:
         """Files (globs in DIR) to clear when only the key `changed` parts differ, to keep the rest; None: all."""

@@ -40,6 +40,9 @@ class Curve(Stage):
     def key(self, job: Job) -> dict[str, Any]:
         return EVALUATE.key(job)
 
+    def summary(self, job: Job) -> str:
+        return EVALUATE.summary(job)
+
     def run(self, job: Job) -> Counts:
         trained = job.inputs[0]  # the training stage's output: its checkpoints and final step
         final = (trained.stats or {}).get("steps")

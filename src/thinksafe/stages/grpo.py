@@ -11,6 +11,11 @@ path (transformers `generate`, or vLLM with --use_vllm) and each completion gets
   the completion token ids, trimmed after the first EOS; a completion is truncated when its last id is not an
   EOS/pad id — the same rule TRL uses for its `completions/clipped_ratio` metric.
 
+A step is `effective_batch_size` completions (paper: 64 = 8 prompts x G 8) or, unset, per-device batch x
+gradient_accumulation_steps x processes. Prompts are capped at max_prompt_length tokens, chat template included
+(paper: 1,024): a longer one keeps the end of its user message. TRL 0.2x cut the rendered prompt's head (the
+reference's max_prompt_length); TRL 1.x has no such option, and cutting the message keeps the template whole.
+
 OUT mirrors `thinksafe train`: the PEFT adapter + tokenizer (`--model M --adapter OUT`), train_config.yaml,
 metrics.jsonl (TRL's logs: rewards, KL, clip ratio, lengths), train_stats.json. OUT/checkpoints/checkpoint-N
 is written every save_steps and all are kept; OUT/checkpoints.jsonl lists them with wall seconds and tokens
@@ -51,6 +56,8 @@ class GRPOArgs:
     epsilon: float = opt(0.2, "PPO clip range (paper: 0.2)")
     temperature: float = opt(0.7, "sampling temperature (paper: 0.7)")
     max_completion_length: int = opt(1024, "max new tokens per completion (longer ones are cut)")
+    max_prompt_length: int | None = opt(1024, "max prompt tokens, chat template included; a longer prompt keeps the "
+                                              "end of its message (paper: 1024; none: no cap)")
     loss_type: str = opt("grpo", "TRL loss: grpo (per-sequence mean, the original objective) | dapo | dr_grpo | bnpo")
     format_weight: float = opt(1.0, "weight of the format reward (the guard reward has weight 1)")
     epochs: float = opt(1.0, "epochs over the prompts (paper: 1)")
@@ -59,8 +66,11 @@ class GRPOArgs:
     lr_scheduler: str = opt("cosine", "learning-rate schedule (paper: cosine)")
     warmup_ratio: float = opt(0.1, "share of steps used for warm-up (paper: 0.1)")
     per_device_batch_size: int = opt(8, "completions (not prompts) per forward pass on each process")
-    gradient_accumulation_steps: int = opt(4, "forward passes per optimizer step; completions per step "
-                                              "(batch x accumulation x processes) must be a multiple of G")
+    effective_batch_size: int | None = opt(None, "completions per optimizer step over all processes (paper: 64 = 8 "
+                                                 "prompts x G 8); sets the accumulation, whatever the process count")
+    gradient_accumulation_steps: int = opt(4, "forward passes per optimizer step when effective_batch_size is unset; "
+                                              "completions per step (batch x accumulation x processes) must be a "
+                                              "multiple of G")
     lora_r: int = opt(32, "LoRA rank (paper: 32)")
     lora_alpha: int = opt(16, "LoRA alpha (paper: 16)")
     lora_dropout: float = opt(0.05, "LoRA dropout")
@@ -95,7 +105,6 @@ def load_grpo_prompts(args: GRPOArgs) -> list[Prompt]:
 def grpo(args: GRPOArgs, spec: ModelSpec, guard_cfg: GuardConfig, callbacks: list | None = None) -> dict[str, Any]:
     """Train a LoRA adapter with GRPO and save it to args.out; returns train_stats (empty on non-main processes)."""
     from transformers import set_seed
-    from trl import GRPOTrainer
 
     from thinksafe.judge import make_guard
     from thinksafe.models import load_model
@@ -110,9 +119,10 @@ def grpo(args: GRPOArgs, spec: ModelSpec, guard_cfg: GuardConfig, callbacks: lis
     t0 = time.perf_counter()
 
     prompts = load_grpo_prompts(args)
-    counts = prompt_counts(prompts)
     loaded = load_model(spec, with_adapter=False)
     tok, fmt = loaded.tokenizer, loaded.format
+    prompts, cut = cap_prompts(prompts, tok, fmt, args.max_prompt_length)
+    counts = prompt_counts(prompts) | {"prompts_truncated": cut}
     model = policy_model(args, spec, loaded.model)
     trainable, total = param_counts(model)
     data = prompt_dataset(prompts)
@@ -122,14 +132,13 @@ def grpo(args: GRPOArgs, spec: ModelSpec, guard_cfg: GuardConfig, callbacks: lis
     rewards = Rewards(make_guard(guard_cfg, fmt, progress=False), fmt, tok)
     ledger = ckpt.CheckpointLedger(out, resume, tokens=lambda: rewards.completion_tokens)
     metrics = ckpt.MetricsLog(out, extra=lambda: {"wall_seconds": ledger.seconds(), "completion_tokens": ledger.total_tokens()})
-    trainer = GRPOTrainer(
-        model=model, reward_funcs=[rewards.guard, rewards.format], args=grpo_config(args, out, fmt, model),
-        train_dataset=data, processing_class=tok, callbacks=[metrics, ledger.callback(), *(callbacks or [])],
-    )
+    trainer = grpo_trainer(args, out, model, tok, fmt, rewards, data, callbacks=[metrics, ledger.callback(), *(callbacks or [])])
     rewards.eos_ids = {*trainer.eos_token_ids, tok.pad_token_id}
+    capped = f"{cut} cut to {args.max_prompt_length} tokens" if args.max_prompt_length else "uncapped"
     ckpt.start_run(out, resume, ledger, f"grpo: {counts['prompts']} prompts ({counts['harmful']} harmful, {counts['benign']} "
-                   f"benign), G={args.num_generations}, {per_step // args.num_generations} prompts/step, {trainable:,} / "
-                   f"{total:,} params trainable, guard {guard_cfg.guard}, format {fmt.reasoning}")
+                   f"benign; {capped}), G={args.num_generations}, {per_step // args.num_generations} prompts = "
+                   f"{per_step} completions/step, {trainable:,} / {total:,} params trainable, guard {guard_cfg.guard}, "
+                   f"format {fmt.reasoning}")
     result, train_seconds = ckpt.timed_train(trainer, resume)
     if not trainer.is_world_process_zero():
         return {}  # the main process alone writes the result
@@ -139,7 +148,8 @@ def grpo(args: GRPOArgs, spec: ModelSpec, guard_cfg: GuardConfig, callbacks: lis
     ckpt.save_outputs(out, policy, tok, config, selected_adapters=["default"])  # not TRL's frozen "ref" copy
     stats = {
         **counts,
-        "num_generations": args.num_generations,
+        **batch_stats(args, per_step),
+        "warmup_steps": trainer.args.warmup_steps,
         "steps": result.global_step,
         "final_loss": result.training_loss,
         "completion_tokens": ledger.total_tokens(),  # this process, over the whole run (resumes included)
@@ -151,15 +161,65 @@ def grpo(args: GRPOArgs, spec: ModelSpec, guard_cfg: GuardConfig, callbacks: lis
     return ckpt.finish(out, stats, f"{stats['seconds_per_step']} s/step, {stats['completion_tokens']} tokens generated")
 
 
+def accumulation(args: GRPOArgs) -> int:
+    """Forward passes per optimizer step: from effective_batch_size when set, else gradient_accumulation_steps."""
+    from thinksafe.train.trainer import grad_accumulation
+
+    return grad_accumulation(args) if args.effective_batch_size else args.gradient_accumulation_steps
+
+
 def completions_per_step(args: GRPOArgs) -> int:
     """Completions per optimizer step; each step must hold whole groups of G completions."""
     from thinksafe.train.trainer import world_size
 
-    per_step = args.per_device_batch_size * args.gradient_accumulation_steps * world_size()
+    per_step = args.per_device_batch_size * accumulation(args) * world_size()
     if per_step % args.num_generations:
         raise ConfigError(f"completions per step {per_step} (batch x accumulation x processes) is not a multiple of "
                           f"num_generations {args.num_generations}")
     return per_step
+
+
+def batch_stats(args: GRPOArgs, per_step: int) -> dict[str, Any]:
+    """train_stats.json's batch fields: what one optimizer step held, and the length caps."""
+    return {"num_generations": args.num_generations, "prompts_per_step": per_step // args.num_generations,
+            "completions_per_step": per_step, "max_prompt_length": args.max_prompt_length,
+            "max_completion_length": args.max_completion_length}
+
+
+def batch_note(stats: dict[str, Any]) -> str | None:
+    """One sentence on the batch a grpo run used (from its train_stats.json), for cost tables; None for runs that
+    predate these fields."""
+    if "completions_per_step" not in stats:
+        return None
+    cap, prompts = stats["max_prompt_length"], stats["prompts_per_step"]
+    return (f"GRPO batch: {prompts} prompt{'' if prompts == 1 else 's'} x G {stats['num_generations']} = "
+            f"{stats['completions_per_step']} completions per optimizer step; prompts "
+            f"{'uncapped' if cap is None else f'≤ {cap:,} tokens'}, completions ≤ {stats['max_completion_length']:,} tokens "
+            f"(paper: 8 x 8 = 64, 1,024 and 16,384).")
+
+
+def cap_prompts(prompts: list[Prompt], tok, fmt: ChatFormat, max_tokens: int | None) -> tuple[list[Prompt], int]:
+    """(prompts, how many were cut): each rendered prompt fits max_tokens (None: no cap) — see the module docstring."""
+    if max_tokens is None:
+        return prompts, 0
+    capped = [replace(p, prompt=fit_prompt(p.prompt, tok, fmt, max_tokens)) for p in prompts]
+    return capped, sum(a.prompt != b.prompt for a, b in zip(prompts, capped))
+
+
+def fit_prompt(text: str, tok, fmt: ChatFormat, max_tokens: int) -> str:
+    """The text, or the shortest cut of its head that makes the rendered prompt at most max_tokens tokens."""
+    def rendered(t: str) -> int:
+        return len(tok(fmt.render_prompt(tok, [{"role": "user", "content": t}]), add_special_tokens=False)["input_ids"])
+
+    over = rendered(text) - max_tokens
+    if over <= 0:
+        return text
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    for keep in range(len(ids) - over, 0, -1):  # re-tokenizing at the cut can shift a token or two
+        cut = tok.decode(ids[-keep:], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        if rendered(cut) <= max_tokens:
+            return cut
+    raise ConfigError(f"max_prompt_length {max_tokens}: the chat template alone is longer")
 
 
 def policy_model(args: GRPOArgs, spec: ModelSpec, model):
@@ -188,6 +248,16 @@ def prompt_dataset(prompts: list[Prompt]):
                               for p in prompts])
 
 
+def grpo_trainer(args: GRPOArgs, out: Path, model, tok, fmt: ChatFormat, rewards, data, callbacks: list):
+    """TRL's GRPOTrainer (with our ratio warm-up) on the prompt dataset, rewarded by the guard and the format."""
+    from thinksafe.train.grpo_trainer import ThinkSafeGRPOTrainer
+
+    return ThinkSafeGRPOTrainer(
+        model=model, reward_funcs=[rewards.guard, rewards.format], args=grpo_config(args, out, fmt, model),
+        train_dataset=data, processing_class=tok, callbacks=callbacks, warmup_ratio=args.warmup_ratio,
+    )
+
+
 def grpo_config(args: GRPOArgs, out: Path, fmt: ChatFormat, model):
     """TRL's GRPOConfig from GRPOArgs."""
     import torch
@@ -210,7 +280,7 @@ def grpo_config(args: GRPOArgs, out: Path, fmt: ChatFormat, model):
         num_train_epochs=args.epochs,
         max_steps=args.max_steps,
         per_device_train_batch_size=args.per_device_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        gradient_accumulation_steps=accumulation(args),
         save_strategy="steps",
         save_total_limit=None,  # keep every checkpoint: each is a point on the safety-vs-compute curve
         bf16=model.dtype == torch.bfloat16,  # GRPOConfig defaults to bf16 autocast, slow and lossy on CPU fp32
@@ -237,6 +307,14 @@ class GRPOStage(Stage):
         prompts = upstream[0]  # the prompts stage of a run
         return replace(job, settings=replace(job.settings, prompts=[], harmful=str(prompts.harmful),
                                              benign=str(prompts.benign) if prompts.benign else None))
+
+    def summary(self, job: Job) -> str:
+        s = job.settings
+        per_step = (f"{s.effective_batch_size} completions per step" if s.effective_batch_size
+                    else f"{s.per_device_batch_size} x {s.gradient_accumulation_steps} accumulation completions per step per process")
+        cap = "uncapped" if s.max_prompt_length is None else f"≤ {s.max_prompt_length:,} tokens"
+        return (f"G {s.num_generations}, {per_step}; prompts {cap}, completions ≤ {s.max_completion_length:,} tokens; "
+                f"temperature {s.temperature}")
 
     def prepare(self, job: Job) -> None:
         completions_per_step(job.settings)

@@ -1,7 +1,9 @@
 """`thinksafe train`: LoRA (or full) SFT on ThinkSafe-schema data with prompt masking and optional KL.
 
 Defaults are the paper's: LoRA r=32, α=16, dropout 0.05 on q_proj/v_proj; AdamW lr 1e-5, cosine, 10 %
-warm-up, 3 epochs (baseline presets carry their own), effective batch 8, grad-norm clip 1.0, seed 42.
+warm-up, 3 epochs (baseline presets carry their own), effective batch 8, grad-norm clip 1.0, seed 42; the loss
+averaged per example with --kl-benign and per token without, as the reference's two trainers do.
+OUT/examples.jsonl records every example as rendered and trained on.
 Runs single-process or under `accelerate launch` / `torchrun` (DDP) with the same code.
 """
 
@@ -24,7 +26,8 @@ from thinksafe.train.lora import add_lora, name_base, param_counts
 
 @dataclass
 class TrainArgs:
-    data: str = opt("", "ThinkSafe-schema .jsonl/.json (or a synthesize DIR), or a baseline: star1 | safechain | direct-refusal [:PATH]", role="input")
+    data: str = opt("", "ThinkSafe-schema .jsonl/.json (or a synthesize DIR), a baseline: star1 | safechain | direct-refusal, "
+                        "or a released ThinkSafe set: thinksafe-0.6B … thinksafe-r1-8B-wildguard (each also NAME:PATH)", role="input")
     out: str = opt("", "output directory (adapter, tokenizer, metrics)", role="output")
     epochs: float | None = opt(None, "epochs (default: 3, or the baseline preset: star1 5, direct-refusal 5, safechain 3)")
     learning_rate: float = opt(1e-5, "AdamW learning rate")
@@ -41,6 +44,9 @@ class TrainArgs:
     target_modules: str = opt("q_proj,v_proj", "comma-separated modules, or all-linear")
     prompt_masking: bool = opt(True, "loss on response tokens only")
     kl_benign: bool = opt(False, "ThinkSafe+KL: forward KL to the adapter-free model on benign examples")
+    loss_weighting: str = opt("auto", "how a step averages its loss: example (each example's token mean, examples "
+                                      "equal) | token (every response token equal) | auto: the reference's choice, "
+                                      "example with --kl-benign, token without")
     strip_think: str = opt("auto", "teacher traces for plain models: auto | none | plain (reasoning then answer) | answer")
     limit: int | None = opt(None, "use at most this many examples (seeded sample)")
     seed: int = opt(42, "seed")
@@ -49,6 +55,8 @@ class TrainArgs:
     save_every_epoch: bool = opt(False, "checkpoint at the end of every epoch instead, and keep them all (resume per "
                                         "epoch; `thinksafe run` evaluates each for its safety-vs-time curve)")
     resume: bool = opt(False, "continue from the last checkpoint in OUT/checkpoints (rerunning the same command does)", role="control")
+    group_by_length: bool = opt(True, "batch examples of similar length together (random groups, each sorted): on "
+                                      "mixed lengths ~30 % of a random batch is padding")
     gradient_checkpointing: bool = opt(False, "recompute activations in backward (less memory, ~30 % slower)")
     report_to: str = opt("none", "none | tensorboard | wandb", role="runtime")
     logging_steps: int = opt(1, "log every N optimizer steps", role="runtime")
@@ -59,9 +67,10 @@ def train(args: TrainArgs, spec: ModelSpec, callbacks: list | None = None) -> di
     `thinksafe train` and `thinksafe run` call it inside the stage directory guard (stages/base.py)."""
     from transformers import set_seed
 
+    from thinksafe.records import write_jsonl_atomic
     from thinksafe.train import checkpoints as ckpt
-    from thinksafe.train.data import collate, load_examples
-    from thinksafe.train.trainer import ThinkSafeTrainer, grad_accumulation, is_main_process, world_size
+    from thinksafe.train.data import load_examples, trained_records
+    from thinksafe.train.trainer import grad_accumulation, is_main_process, world_size
 
     check_args(args)
     out = Path(args.out)
@@ -77,26 +86,27 @@ def train(args: TrainArgs, spec: ModelSpec, callbacks: list | None = None) -> di
     tok = loaded.tokenizer
     strip = strip_mode(args.strip_think, loaded.format.reasoning)
     tokenized, counts = tokenize_examples(args, examples, loaded, strip)
+    if is_main_process():  # what the model learns from, exactly as rendered (a resume rewrites the same file)
+        write_jsonl_atomic(out / "examples.jsonl", trained_records(tokenized, kl_benign=args.kl_benign))
     model = trainable_model(args, spec, loaded.model)
     trainable, total = param_counts(model)
 
     # The ledger counts the trainer's tokens, so it reads them through the trainer built right after it.
     resume = ckpt.resuming(args, out)
     ledger = ckpt.CheckpointLedger(out, resume, tokens=lambda: trainer.tokens_seen)
-    trainer = ThinkSafeTrainer(
-        model=model, args=training_arguments(args, out, epochs, accum), train_dataset=tokenized,
-        data_collator=lambda b: collate(b, tok.pad_token_id), kl_benign=args.kl_benign,
-        callbacks=[ckpt.MetricsLog(out), ledger.callback(), *(callbacks or [])],
-    )
+    trainer = sft_trainer(args, out, model, tok, tokenized, epochs, accum,
+                          callbacks=[ckpt.MetricsLog(out), ledger.callback(), *(callbacks or [])])
     if not args.full:
         name_base(model, spec.model)
     ckpt.start_run(out, resume, ledger, f"train: {len(tokenized)} examples, {epochs:g} epochs, {trainable:,} / {total:,} "
-                   f"params trainable, batch {args.per_device_batch_size} x {accum} accum x {world_size()} proc")
+                   f"params trainable, batch {args.per_device_batch_size} x {accum} accum x {world_size()} proc, "
+                   f"loss averaged per {loss_weighting(args)}")
     result, train_seconds = ckpt.timed_train(trainer, resume)
     if not trainer.is_world_process_zero():
         return {}  # the main process alone writes the result
 
-    config = {"train": asdict(args), "model": asdict(spec), "epochs": epochs, "strip_think": strip}
+    config = {"train": asdict(args), "model": asdict(spec), "epochs": epochs, "strip_think": strip,
+              "loss_weighting": loss_weighting(args)}
     ckpt.save_outputs(out, model, tok, config)  # adapter (PEFT format) or full weights
     stats = {
         **data_stats(examples, tokenized, counts),
@@ -106,6 +116,8 @@ def train(args: TrainArgs, spec: ModelSpec, callbacks: list | None = None) -> di
         **ckpt.run_stats(t0, train_seconds, trainable, tokens=trainer.tokens_seen),
         "mode": "full" if args.full else "lora",
         "kl_benign": args.kl_benign,
+        "loss_weighting": loss_weighting(args),
+        "warmup_steps": trainer.args.warmup_steps,
         "prompt_masking": args.prompt_masking,
     }
     return ckpt.finish(out, stats, f"loss {stats['final_loss']:.4f}, {stats['tokens_per_second']} tok/s")
@@ -125,6 +137,29 @@ def check_args(args: TrainArgs) -> None:
         raise ConfigError("--kl-benign needs LoRA: the reference is the model with adapters disabled")
     if args.overlong not in ("drop", "truncate"):
         raise ConfigError(f"overlong '{args.overlong}': expected drop or truncate")
+    if args.loss_weighting not in ("auto", "example", "token"):
+        raise ConfigError(f"loss_weighting '{args.loss_weighting}': expected auto, example or token")
+
+
+def loss_weighting(args: TrainArgs) -> str:
+    """--loss_weighting auto: the reference averages per example in its KL trainer (ThinkSafe+KL) and per token
+    in plain SFT (TRL's SFTTrainer), so each arm trains as the paper's did."""
+    if args.loss_weighting != "auto":
+        return args.loss_weighting
+    return "example" if args.kl_benign else "token"
+
+
+def sft_trainer(args: TrainArgs, out: Path, model, tok, tokenized: list, epochs: float, accum: int, callbacks: list):
+    """The ThinkSafeTrainer over the tokenized examples, with args' loss and warm-up."""
+    from thinksafe.train.data import collate
+    from thinksafe.train.trainer import ThinkSafeTrainer
+
+    return ThinkSafeTrainer(
+        model=model, args=training_arguments(args, out, epochs, accum), train_dataset=tokenized,
+        data_collator=lambda b: collate(b, tok.pad_token_id), kl_benign=args.kl_benign,
+        loss_weighting=loss_weighting(args), warmup_ratio=args.warmup_ratio, group_by_length=args.group_by_length,
+        callbacks=callbacks,
+    )
 
 
 def strip_mode(strip_think: str, reasoning: str) -> str:

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from thinksafe.config import opt
+from thinksafe.families import describe_top_k, resolve_top_k
 from thinksafe.formats import ChatFormat
 from thinksafe.generate import BackendConfig, SamplingParams, make_generator
 from thinksafe.generate.to_file import generate_to_file
 from thinksafe.judge import GuardConfig, make_guard
+from thinksafe.judge.refusal import refused
 from thinksafe.models import ModelSpec
-from thinksafe.progress import console, print_table
+from thinksafe.progress import console, plural, print_table
 from thinksafe.prompts import load_prompts, merge_labelled
 from thinksafe.records import (
     Prompt,
@@ -53,17 +55,17 @@ class SynthesizeArgs:
     drop_benign_refusals: bool | None = opt(None, "drop benign responses that refuse (default: on for the refusal guard)")
     temperature: float = opt(0.6, "sampling temperature (paper: 0.6)")
     top_p: float = opt(0.95, "nucleus mass (paper: 0.95)")
-    top_k: int | None = opt(None, "top-k (default: 20 for think models, off for plain)")
+    top_k: int | None = opt(None, "top-k (default: the model family's: 20 for Qwen3, off for R1-Distill and the rest)")
     max_new_tokens: int = opt(512, "max new tokens per response (paper: 16k on GPU)")
     seed: int = opt(0, "seed for prompt sampling, generation and rejection-sampling choices")
     chunk_size: int = opt(256, "prompts planned per generate call (results are written batch by batch)", role="runtime")
     overwrite: bool = opt(False, "replace an existing DIR made with a different config", role="control")
 
 
-def sampling_for(args: SynthesizeArgs, fmt: ChatFormat) -> SamplingParams:
-    top_k = args.top_k if args.top_k is not None else (20 if fmt.reasoning == "think" else 0)
+def sampling_for(args: SynthesizeArgs, model: str, fmt: ChatFormat) -> SamplingParams:
     return SamplingParams(
-        temperature=args.temperature, top_p=args.top_p, top_k=top_k, max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, top_p=args.top_p, top_k=resolve_top_k(args.top_k, model, fmt),
+        max_new_tokens=args.max_new_tokens,
         n=args.samples_per_prompt, seed=args.seed,
     )
 
@@ -138,7 +140,7 @@ def run_synthesis(job: Job) -> dict[str, Any]:
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     generator = make_generator(job.model, job.backend)
-    fmt, sampling = generator.format, sampling_for(args, generator.format)
+    fmt, sampling = generator.format, sampling_for(args, job.model.model, generator.format)
     times["load_model"] = time.perf_counter() - t0
     meta = {"model": job.model.model, "adapter": job.model.adapter, "steering": args.steering, "sampling": vars(sampling)}
     gen_stats = generate_to_file(
@@ -163,7 +165,7 @@ def run_synthesis(job: Job) -> dict[str, Any]:
     write_jsonl_atomic(out / "generations.jsonl", rows)
     write_jsonl_atomic(out / "dataset.jsonl", [dataset_record(r, args.seed) for r in rows if r["kept"]])
     times["select"] = time.perf_counter() - t0
-    stats = compute_stats(prompts, rows, dups, gen_stats.tokens_per_second, times, drop_refusals)
+    stats = compute_stats(prompts, rows, dups, gen_stats.tokens_per_second, times, drop_refusals, fmt)
     write_json_atomic(out / "stats.json", stats)
     print_stats(stats, out)
     return stats
@@ -181,7 +183,7 @@ def dataset_record(r: dict[str, Any], seed: int) -> dict[str, Any]:
     }
 
 
-def compute_stats(prompts, rows, dups, tokens_per_second, times, drop_refusals) -> dict[str, Any]:
+def compute_stats(prompts, rows, dups, tokens_per_second, times, drop_refusals, fmt: ChatFormat) -> dict[str, Any]:
     per: dict[str, dict[str, Any]] = {}
     for label in ("harmful", "benign"):
         ps = [p for p in prompts if p.label == label]
@@ -200,9 +202,11 @@ def compute_stats(prompts, rows, dups, tokens_per_second, times, drop_refusals) 
             "kept": len(kept),
             "yield_pct": round(100 * len(kept) / len(ps), 1) if ps else None,
             "mean_response_tokens": round(sum(r["completion_tokens"] for r in kept) / len(kept), 1) if kept else None,
+            **refusal_audit(kept, fmt),
         }
     return {
         "per_label": per,
+        "refusals_judged_by": "the guard's refusal flag where it gives one, else the refusal detector on the answer",
         "duplicates_collapsed": dups,
         "benign_refusals_dropped": drop_refusals,
         "generated_tokens": sum(r["completion_tokens"] for r in rows),
@@ -211,11 +215,21 @@ def compute_stats(prompts, rows, dups, tokens_per_second, times, drop_refusals) 
     }
 
 
+def refusal_audit(kept: list[dict], fmt: ChatFormat) -> dict[str, Any]:
+    """How much of the kept data refuses (the reference's dataset/eval_refusal.py): harmful examples should, benign
+    ones should not — a benign refusal teaches over-refusal, and the Llama-Guard filter keeps them (a refusal is
+    safe). Read from the answer after the trace, as the reference strips <think>…</think> before judging."""
+    flags = [refused(r["verdict"].get("refused"), r["text"], fmt) for r in kept]
+    known = [f for f in flags if f is not None]
+    return {"kept_refusals": sum(known), "refusal_pct": round(100 * sum(known) / len(known), 1) if known else None}
+
+
 def print_stats(stats: dict[str, Any], out: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"synthesis → {out}")
-    cols = ["prompts", "generations", "incomplete", "unsafe", "unknown", "over_refusal", "kept", "yield_pct", "mean_response_tokens"]
+    cols = ["prompts", "generations", "incomplete", "unsafe", "unknown", "over_refusal", "kept", "yield_pct", "refusal_pct",
+            "mean_response_tokens"]
     table.add_column("label")
     for c in cols:
         table.add_column(c.replace("_", " "), justify="right")
@@ -258,6 +272,12 @@ class Synthesize(Stage):
         prompts = upstream[0]  # the prompts stage: its sample is already limited and labelled
         return replace(job, settings=replace(job.settings, harmful=str(prompts.harmful),
                                              benign=str(prompts.benign) if prompts.benign else None))
+
+    def summary(self, job: Job) -> str:
+        s = job.settings
+        return (f"steering {s.steering}; temperature {s.temperature}, top-p {s.top_p}, "
+                f"top-k {describe_top_k(s.top_k, job.model.model)}, {s.max_new_tokens:,} new tokens, "
+                f"{plural(s.samples_per_prompt, 'sample')} per prompt")
 
     def prepare(self, job: Job) -> tuple[list[Prompt], int]:
         resolve_template(job.settings.steering)

@@ -4,6 +4,7 @@ DIR/adapter_config.json …   the PEFT adapter (or full weights) + tokenizer: `-
 DIR/train_stats.json        examples / prompts, steps, loss, seconds, tokens/s, memory
 DIR/checkpoints.jsonl       every saved checkpoint with the training wall seconds and tokens so far
 DIR/metrics.jsonl           every log line
+DIR/examples.jsonl          train only: every example as rendered and trained on (prompt, completion, label, loss)
 """
 
 from __future__ import annotations

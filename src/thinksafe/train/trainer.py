@@ -5,6 +5,7 @@ Runs single-process or under `accelerate launch` / `torchrun` (DDP): the launche
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from transformers import Trainer
 
 from thinksafe.errors import ConfigError
-from thinksafe.train.loss import response_loss
+from thinksafe.train.loss import loss_divisor, response_loss
 
 
 def world_size() -> int:
@@ -44,7 +45,7 @@ def shared_arguments(args: Any, out) -> dict[str, Any]:
         output_dir=str(out / "checkpoints"),
         learning_rate=args.learning_rate,
         lr_scheduler_type=args.lr_scheduler,
-        warmup_steps=args.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+        warmup_steps=0,  # RatioWarmup sets the step count from args.warmup_ratio once the total is known
         max_grad_norm=args.max_grad_norm,
         optim="adamw_torch",
         seed=args.seed,
@@ -59,19 +60,46 @@ def shared_arguments(args: Any, out) -> dict[str, Any]:
     )
 
 
-class ThinkSafeTrainer(Trainer):
+def warmup_steps(ratio: float, total_steps: int) -> int:
+    """Warm-up steps for a ratio of the optimizer steps, rounded up as transformers rounds a ratio."""
+    return math.ceil(total_steps * ratio)
+
+
+class RatioWarmup:
+    """Mix-in for a Trainer: warm-up over `warmup_ratio` of the optimizer steps on every supported transformers.
+
+    transformers 4.x reads `warmup_steps` as an integer step count (4.56 rejects a float outright) and a ratio only
+    as `warmup_ratio`; 5.x removed `warmup_ratio` and reads a float warmup_steps < 1 as a ratio. No one spelling
+    serves both, so we turn the ratio into a step count ourselves, from the total the Trainer computed (epochs x
+    batches, or max_steps), when it builds the scheduler; an integer warmup_steps means the same to both.
+    """
+
+    def __init__(self, *a, warmup_ratio: float = 0.0, **kw):
+        self.warmup_ratio = warmup_ratio
+        super().__init__(*a, **kw)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            self.args.warmup_steps = warmup_steps(self.warmup_ratio, num_training_steps)
+        return super().create_scheduler(num_training_steps, optimizer)
+
+
+class ThinkSafeTrainer(RatioWarmup, Trainer):
     """Trainer with thinksafe's response loss (prompt-masked CE, optional KL on benign rows) and tokens/s logs.
 
     kl_benign: forward KL to the adapter-free model on benign examples (ThinkSafe+KL).
+    loss_weighting: "token" or "example", how a step averages its loss (thinksafe.train.loss).
     tokens_seen: tokens (prompt + response, no padding) this process has trained on.
     """
 
-    loss_is_scaled_for_ga = True  # we normalise by the token count of the whole accumulated batch
+    loss_is_scaled_for_ga = True  # we normalise by the divisor of the whole accumulated batch (5.x reads this)
 
-    def __init__(self, *a, kl_benign: bool = False, **kw):
+    def __init__(self, *a, kl_benign: bool = False, loss_weighting: str = "token", group_by_length: bool = False, **kw):
+        self.group_by_length = group_by_length  # read by _get_train_sampler, which Trainer may call while building
         super().__init__(*a, **kw)
-        self.model_accepts_loss_kwargs = True  # so Trainer counts num_items_in_batch for us
-        self.kl_benign = kl_benign
+        # So Trainer hands compute_loss our divisor and doesn't divide by the accumulation steps again (4.x and 5.x).
+        self.model_accepts_loss_kwargs = True
+        self.kl_benign, self.loss_weighting = kl_benign, loss_weighting
         self.tokens_seen = 0
         self.t_train = time.perf_counter()  # reset when training starts: the clock behind tokens_per_second
 
@@ -79,8 +107,31 @@ class ThinkSafeTrainer(Trainer):
         self.t_train = time.perf_counter()
         return super().train(*a, **kw)
 
+    def _get_train_sampler(self, *a, **kw):
+        """group_by_length: transformers' LengthGroupedSampler (random megabatches, each sorted by length) over the
+        examples of one optimizer step, so micro-batches pad to similar lengths. Trainer can't measure our
+        examples itself (they are not dicts), so we hand it their lengths."""
+        if not self.group_by_length:
+            return super()._get_train_sampler(*a, **kw)
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        per_step = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return LengthGroupedSampler(per_step, lengths=[len(x.input_ids) for x in self.train_dataset])
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The step's micro-batches and the divisor of its summed loss: loss_divisor over all of them, summed over
+        processes. Counted here, not by transformers: it counts only tokens, and 5.x counts labels[:, 1:] where
+        4.x counts all labels (one token too many per example without prompt masking)."""
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if not batches:
+            return batches, None
+        divisor = sum(loss_divisor(b["labels"], self.loss_weighting) for b in batches).to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            divisor = self.accelerator.gather(divisor).sum()
+        return batches, divisor
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss_sum, n, _ = response_loss(model, inputs, kl_benign=self.kl_benign)
+        loss_sum, n, _ = response_loss(model, inputs, kl_benign=self.kl_benign, weighting=self.loss_weighting)
         self.tokens_seen += int(inputs["attention_mask"].sum())
         loss = loss_sum / (num_items_in_batch if num_items_in_batch is not None else max(n, 1))
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:

@@ -1,0 +1,234 @@
+"""An offline reasoning model: qwen2.5-coder-0.5b-instruct taught the think format on GSM8K by thinksafe itself.
+
+No small reasoning model ships anywhere reachable offline, so we make one, R1-Distill style:
+1. the base's chat template gets a generation prompt that opens `<think>\\n` (as DeepSeek-R1-Distill's does), so
+   `--reasoning auto` detects a think model and every response starts inside its reasoning;
+2. `thinksafe train` (LoRA) on GSM8K train solutions rewritten as `<think>\\n{steps}\\n</think>\\n\\nThe final answer
+   is N.` (calculator notes `<<…>>` dropped), half under the GSM8K evaluation instruction, half as the bare
+   question, so the format is not tied to one prompt. No safety data of any kind: the point is a reasoner whose
+   safety nobody tuned, and STAR-1 stays the teacher baseline;
+3. the adapter ships inside the package (`resources/reasoner/`, a few MB) with its recipe, data hash and loss
+   curve; first use merges it into the base under $THINKSAFE_HOME (seconds), so the demo stays fast.
+
+    thinksafe build-reasoner --config configs/reasoner.yaml     # rebuild it (tens of minutes on 2 cores)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from thinksafe.config import opt
+from thinksafe.errors import InputError
+from thinksafe.records import ensure_dir, read_json
+
+ALIAS = "qwen2.5-0.5b-think"
+BASE = "qwen2.5-coder-0.5b-instruct"
+ASSISTANT_OPEN = "'<|im_start|>assistant\\n'"  # the Qwen2.5 template's generation prompt, as written in it
+THINK_PROMPT = "'<|im_start|>assistant\\n<think>\\n'"
+CALCULATOR_NOTE = re.compile(r"<<[^<>]*>>")
+RECORDS = ("recipe.json", "loss.jsonl")  # shipped beside the adapter: how it was made
+
+
+@dataclass
+class ReasonerArgs:
+    gsm8k: str = opt("", "GSM8K train JSONL (question, answer with '#### N'), e.g. ../shared/data/reasoning/gsm8k_train.jsonl", role="input")
+    out: str = opt("", "build directory: data, adapter, recipe, loss curve", role="output")
+    examples: int = opt(512, "GSM8K solutions to train on (a seeded sample)")
+    instruction_share: float = opt(0.5, "share of examples under the GSM8K evaluation instruction (the rest: bare question)")
+    epochs: float = opt(1.0, "epochs")
+    learning_rate: float = opt(2e-4, "LoRA learning rate (a format is learned fast; the paper's 1e-5 is for safety SFT)")
+    lora_r: int = opt(32, "LoRA rank")
+    lora_alpha: int = opt(32, "LoRA alpha")
+    target_modules: str = opt("q_proj,k_proj,v_proj,o_proj", "LoRA target modules")
+    max_length: int = opt(384, "max tokens per example")
+    per_device_batch_size: int = opt(4, "examples per forward pass")
+    seed: int = opt(0, "seed: the sample, the LoRA init, the data order")
+    package: bool = opt(False, "copy the adapter, recipe and loss curve into the package (src/thinksafe/resources/reasoner)", role="runtime")
+
+
+# ---------------------------------------------------------------- data
+
+
+def think_response(solution: str) -> str:
+    """A GSM8K solution ('steps … #### N') as a think trace and an answer the gsm8k grader reads."""
+    steps, sep, final = solution.rpartition("####")
+    if not sep or not final.strip():
+        raise ValueError("no '#### answer' line")
+    steps = CALCULATOR_NOTE.sub("", steps).strip()
+    return f"<think>\n{steps}\n</think>\n\nThe final answer is {final.strip()}."
+
+
+def think_examples(path: Path, n: int, instruction_share: float, seed: int) -> list[dict[str, Any]]:
+    """n seeded GSM8K rows as ThinkSafe-schema training examples (label benign: plain CE, no safety role)."""
+    from thinksafe.evaluate.benchmarks import GSM8K_TEMPLATE
+    from thinksafe.records import read_jsonl
+
+    rows = list(read_jsonl(path))
+    if n > len(rows):
+        raise InputError(f"{path}: {len(rows)} rows, fewer than --examples {n}")
+    rng = random.Random(seed)
+    picked = rng.sample(range(len(rows)), n)
+    out = []
+    for j, i in enumerate(picked):
+        row = rows[i]
+        try:
+            response = think_response(row["answer"])
+            question = row["question"].strip()
+        except (KeyError, AttributeError, ValueError) as e:
+            raise InputError(f"{path}:{i + 1}: not a GSM8K row ({e})") from None
+        templated = j < round(n * instruction_share)
+        instruction = GSM8K_TEMPLATE.format(question=question) if templated else question
+        out.append({"instruction": instruction, "response": response, "prompt_label": "benign", "source": f"gsm8k_train:{i + 1}"})
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------- the model directory
+
+
+def think_template(template: str) -> str:
+    """The base's chat template with an R1-Distill generation prompt (opens `<think>\\n`)."""
+    if template.count(ASSISTANT_OPEN) < 1 or "add_generation_prompt" not in template:
+        raise InputError("the base chat template has no Qwen-style generation prompt to open a think block in")
+    head, _, tail = template.rpartition(ASSISTANT_OPEN)  # the last one is the generation prompt
+    return head + THINK_PROMPT + tail
+
+
+def write_think_base(base_dir: Path, out: Path) -> Path:
+    """A model directory = the base's weights (linked, not copied) + the think chat template. Atomic."""
+    if (out / "chat_template.jinja").exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        for f in base_dir.iterdir():
+            if f.name == "chat_template.jinja":
+                (tmp / f.name).write_text(think_template(f.read_text()))
+            elif f.name != "thinksafe_source.json":
+                os.symlink(f.resolve(), tmp / f.name)
+        if not (tmp / "chat_template.jinja").exists():
+            raise InputError(f"{base_dir}: no chat_template.jinja to give a think generation prompt")
+        if not out.exists():  # else another process finished first: keep theirs
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def think_base_dir() -> Path:
+    from thinksafe.models import cache_dir_for, resolve_model
+
+    return write_think_base(Path(resolve_model(BASE)), cache_dir_for(f"{BASE}-think-template"))
+
+
+def packaged_adapter() -> Path | None:
+    """The shipped adapter directory, or None if this install has none."""
+    d = Path(str(resources.files("thinksafe") / "resources" / "reasoner"))
+    return d if (d / "adapter_model.safetensors").exists() else None
+
+
+def materialize_reasoner(out: Path, base_dir: Path | None = None, adapter: Path | None = None) -> Path:
+    """The merged reasoner at `out` ($THINKSAFE_HOME/models/<alias>), made on first use from the think-template
+    base and the packaged adapter (tests pass their own)."""
+    if (out / "thinksafe_source.json").exists():
+        return out
+    adapter = adapter or packaged_adapter()
+    if adapter is None:
+        raise InputError(f"model '{ALIAS}': this install has no packaged adapter; build it with "
+                         "thinksafe build-reasoner --config configs/reasoner.yaml --package true")
+    from thinksafe.models import ModelSpec, load_model
+    from thinksafe.progress import console
+
+    console.print(f"[dim]{ALIAS}: merging the packaged adapter into {BASE} (once, a few seconds)…[/]")
+    base_dir = base_dir or think_base_dir()
+    loaded = load_model(ModelSpec(str(base_dir), adapter=str(adapter), dtype="float32", device="cpu"))
+    tmp = Path(tempfile.mkdtemp(dir=ensure_dir(out.parent), prefix=f".{out.name}.tmp-"))
+    try:
+        loaded.model.merge_and_unload().save_pretrained(tmp)
+        loaded.tokenizer.save_pretrained(tmp)
+        source = {"alias": ALIAS, "base": BASE, "adapter_sha256": sha256_file(adapter / "adapter_model.safetensors"),
+                  "recipe": read_json(adapter / "recipe.json")}
+        (tmp / "thinksafe_source.json").write_text(json.dumps(source, indent=2) + "\n")
+        if not out.exists():
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# ---------------------------------------------------------------- the build
+
+
+def train_args(args: ReasonerArgs, data: Path, out: Path):
+    from thinksafe.stages.sft import TrainArgs
+
+    return TrainArgs(data=str(data), out=str(out), epochs=args.epochs, learning_rate=args.learning_rate,
+                     warmup_ratio=0.05, effective_batch_size=8, per_device_batch_size=args.per_device_batch_size,
+                     max_length=args.max_length, overlong="drop", lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+                     lora_dropout=0.0, target_modules=args.target_modules, seed=args.seed, save_steps=20)
+
+
+def build(args: ReasonerArgs, base_dir: Path | None = None) -> Path:
+    """Data → LoRA SFT on the think-template base → recipe + loss curve; resumable (rerun the same command)."""
+    from thinksafe.models import ModelSpec
+    from thinksafe.stages.sft import train
+
+    if not args.gsm8k or not args.out:
+        raise InputError("build-reasoner: --gsm8k and --out are required")
+    out = ensure_dir(Path(args.out))
+    data = out / "data.jsonl"
+    rows = think_examples(Path(args.gsm8k), args.examples, args.instruction_share, args.seed)
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    adapter = out / "adapter"
+    targs = train_args(args, data, adapter)
+    targs.resume = (adapter / "checkpoints").exists()
+    stats = train(targs, ModelSpec(str(base_dir or think_base_dir()), reasoning="think"))
+    recipe = {"alias": ALIAS, "base": BASE, "args": {k: v for k, v in asdict(args).items() if k not in ("out", "package")},
+              "train": asdict(targs) | {"data": "data.jsonl", "out": "adapter", "resume": False},
+              "data_sha256": sha256_file(data), "gsm8k_sha256": sha256_file(Path(args.gsm8k)),
+              "train_stats": {k: stats.get(k) for k in ("examples", "steps", "final_loss", "train_seconds", "tokens_per_second")}}
+    (adapter / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
+    shutil.copyfile(adapter / "metrics.jsonl", adapter / "loss.jsonl")
+    if args.package:
+        package(adapter)
+    return adapter
+
+
+def package(adapter: Path) -> Path:
+    """Copy what materialize_reasoner needs into the source tree's resources (for the next commit): the weights
+    in bf16 (half the size; the merge runs in fp32), the config pointing at the base alias, not this machine."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    dest = Path(__file__).parent / "resources" / "reasoner"
+    dest.mkdir(parents=True, exist_ok=True)
+    weights = load_file(adapter / "adapter_model.safetensors")
+    save_file({k: v.to(torch.bfloat16) for k, v in weights.items()}, dest / "adapter_model.safetensors")
+    config = read_json(adapter / "adapter_config.json") | {"base_model_name_or_path": BASE}
+    (dest / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for name in RECORDS:
+        shutil.copyfile(adapter / name, dest / name)
+    return dest
+
+
+def cmd_build_reasoner(argv: list[str]) -> int:
+    from thinksafe.config import parse_config
+    from thinksafe.progress import console
+
+    (args,) = parse_config("thinksafe build-reasoner", (ReasonerArgs,), argv, __doc__.split("\n\n")[0])
+    adapter = build(args)
+    console.print(f"reasoner adapter → {adapter}" + ("  (packaged into thinksafe/resources/reasoner)" if args.package else ""))
+    return 0
