@@ -22,7 +22,6 @@ import torch
 from common import print_table
 
 from thinksafe.evaluate.stats import summarize
-from thinksafe.formats import THINK_CLOSE, THINK_OPEN
 from thinksafe.generate import BackendConfig
 from thinksafe.judge import GuardConfig
 from thinksafe.models import (
@@ -31,7 +30,6 @@ from thinksafe.models import (
     REASONER,
     ModelSpec,
     cpu_flags,
-    load_tokenizer,
     resolved_dtype,
 )
 from thinksafe.records import read_jsonl
@@ -41,16 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SETS = ("gsm8k", "demo-harmful", "demo-xstest")
 
 
-def think_format(spec: ModelSpec, raw: Path) -> dict:
-    """Share of responses with an opened and closed think block and an answer after it, with a 95 % CI."""
-    from thinksafe.formats import ChatFormat
-
-    fmt = ChatFormat.detect(load_tokenizer(spec), spec.reasoning)
-    ok = []
-    for g in read_jsonl(raw):
-        text = fmt.normalize(g["text"])
-        _, answer = fmt.split(text)
-        ok.append(float(fmt.reasoning == "think" and THINK_OPEN in text and THINK_CLOSE in text and bool(answer)))
+def think_format(scored: Path) -> dict:
+    """Share of responses whose think block closed with an answer after it (the `trace` record evaluation writes
+    for think models; a plain model has none and scores 0), with a 95 % CI."""
+    ok = [float(bool((t := x.get("trace")) and t["closed"] and t["answer_tokens"]))
+          for rec in read_jsonl(scored) for x in rec["responses"]]
     return summarize(ok, resamples=1000, seed=0)
 
 
@@ -64,7 +57,7 @@ def run_model(model: str, a, out: Path) -> dict:
     for name in SETS:
         b = results["benchmarks"][name]
         row[name] = {k: b[k] for k in ("metric", "value", "ci95", "n", "unknown") if k in b}
-        row[name]["think_format"] = think_format(spec, out / "raw" / f"{name}.jsonl")
+        row[name]["think_format"] = think_format(out / f"{name}.jsonl")
         if "traces" in b:
             row[name]["traces"] = b["traces"]
     return row

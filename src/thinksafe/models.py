@@ -22,6 +22,7 @@ from typing import Any
 from thinksafe.config import opt
 from thinksafe.errors import InputError, MissingDependency
 from thinksafe.formats import ChatFormat
+from thinksafe.records import atomic_dir
 
 
 def thinksafe_home() -> Path:
@@ -107,7 +108,7 @@ def cache_dir_for(alias_or_key: str) -> Path:
     return thinksafe_home() / "models" / alias_or_key
 
 
-def _sha256_files(paths: list[Path]) -> str:
+def sha256_files(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for p in paths:
         with p.open("rb") as fh:
@@ -125,9 +126,7 @@ def convert_gguf(gguf: Path, out: Path, source: dict[str, Any]) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with atomic_dir(out, marker="thinksafe_source.json") as tmp:
         kw = dict(gguf_file=gguf.name)
         tok = AutoTokenizer.from_pretrained(gguf.parent, **kw)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kw)
@@ -139,15 +138,6 @@ def convert_gguf(gguf: Path, out: Path, source: dict[str, Any]) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "thinksafe_source.json").write_text(json.dumps(source, indent=2) + "\n")
-        try:
-            os.rename(tmp, out)
-        except OSError:
-            if not (out / "thinksafe_source.json").exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -176,7 +166,7 @@ def materialize_embedded(alias: str) -> Path:
                         shutil.copyfileobj(src, dst, 1 << 24)
             os.replace(tmp, gguf)
     if m.sha256:
-        digest = _sha256_files([gguf])
+        digest = sha256_files([gguf])
         if digest != m.sha256:
             gguf.unlink(missing_ok=True)
             raise InputError(f"model '{alias}': GGUF sha256 {digest[:12]}… != expected {m.sha256[:12]}…")

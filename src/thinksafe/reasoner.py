@@ -15,13 +15,11 @@ No small reasoning model ships anywhere reachable offline, so we make one, R1-Di
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,7 +27,8 @@ from typing import Any
 
 from thinksafe.config import opt
 from thinksafe.errors import InputError
-from thinksafe.records import ensure_dir, read_json
+from thinksafe.models import sha256_files
+from thinksafe.records import atomic_dir, ensure_dir, read_json
 
 ALIAS = "qwen2.5-0.5b-think"
 BASE = "qwen2.5-coder-0.5b-instruct"
@@ -92,10 +91,6 @@ def think_examples(path: Path, n: int, instruction_share: float, seed: int) -> l
     return out
 
 
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 # ---------------------------------------------------------------- the model directory
 
 
@@ -111,20 +106,14 @@ def write_think_base(base_dir: Path, out: Path) -> Path:
     """A model directory = the base's weights (linked, not copied) + the think chat template. Atomic."""
     if (out / "chat_template.jinja").exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    if not (base_dir / "chat_template.jinja").exists():
+        raise InputError(f"{base_dir}: no chat_template.jinja to give a think generation prompt")
+    with atomic_dir(out, marker="chat_template.jinja") as tmp:
         for f in base_dir.iterdir():
             if f.name == "chat_template.jinja":
                 (tmp / f.name).write_text(think_template(f.read_text()))
             elif f.name != "thinksafe_source.json":
                 os.symlink(f.resolve(), tmp / f.name)
-        if not (tmp / "chat_template.jinja").exists():
-            raise InputError(f"{base_dir}: no chat_template.jinja to give a think generation prompt")
-        if not out.exists():  # else another process finished first: keep theirs
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -155,17 +144,12 @@ def materialize_reasoner(out: Path, base_dir: Path | None = None, adapter: Path 
     console.print(f"[dim]{ALIAS}: merging the packaged adapter into {BASE} (once, a few seconds)…[/]")
     base_dir = base_dir or think_base_dir()
     loaded = load_model(ModelSpec(str(base_dir), adapter=str(adapter), dtype="float32", device="cpu"))
-    tmp = Path(tempfile.mkdtemp(dir=ensure_dir(out.parent), prefix=f".{out.name}.tmp-"))
-    try:
+    with atomic_dir(out, marker="thinksafe_source.json") as tmp:
         loaded.model.merge_and_unload().save_pretrained(tmp)
         loaded.tokenizer.save_pretrained(tmp)
-        source = {"alias": ALIAS, "base": BASE, "adapter_sha256": sha256_file(adapter / "adapter_model.safetensors"),
+        source = {"alias": ALIAS, "base": BASE, "adapter_sha256": sha256_files([adapter / "adapter_model.safetensors"]),
                   "recipe": read_json(adapter / "recipe.json")}
         (tmp / "thinksafe_source.json").write_text(json.dumps(source, indent=2) + "\n")
-        if not out.exists():
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -198,7 +182,7 @@ def build(args: ReasonerArgs, base_dir: Path | None = None) -> Path:
     stats = train(targs, ModelSpec(str(base_dir or think_base_dir()), reasoning="think"))
     recipe = {"alias": ALIAS, "base": BASE, "args": {k: v for k, v in asdict(args).items() if k not in ("out", "package")},
               "train": asdict(targs) | {"data": "data.jsonl", "out": "adapter", "resume": False},
-              "data_sha256": sha256_file(data), "gsm8k_sha256": sha256_file(Path(args.gsm8k)),
+              "data_sha256": sha256_files([data]), "gsm8k_sha256": sha256_files([Path(args.gsm8k)]),
               "train_stats": {k: stats.get(k) for k in ("examples", "steps", "final_loss", "train_seconds", "tokens_per_second")}}
     (adapter / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
     shutil.copyfile(adapter / "metrics.jsonl", adapter / "loss.jsonl")

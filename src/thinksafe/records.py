@@ -6,10 +6,12 @@ at most the batch in flight and a rerun resumes by skipping ids already written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -193,6 +195,27 @@ def read_json(path: str | os.PathLike, *, missing_ok: bool = False) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: unreadable ({e})") from None
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | os.PathLike, marker: str) -> Iterator[Path]:
+    """Build a directory at `out` all at once: write into the yielded temp dir beside it, which is renamed to
+    `out` when the block ends (and removed if it raises). Two processes building one `out` each get their own
+    temp dir; the first rename wins and the loser's copy is discarded (when `out` holds `marker`, the file a
+    finished build writes), so `out` is never half-written."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            if not (out / marker).exists():
+                raise
+            # another process finished first: theirs stays
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> None:
