@@ -16,6 +16,8 @@ from thinksafe.models import ModelSpec, load_model, load_tokenizer
 from thinksafe.reasoner import (
     materialize_reasoner,
     packaged_adapter,
+    pair_traces,
+    self_traces,
     think_examples,
     think_response,
     think_template,
@@ -109,7 +111,20 @@ def test_materialize_merges_the_adapter_into_the_think_base(think_base, tmp_path
     assert merged.format.opens_think
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(merged.model.state_dict()[q], base.model.state_dict()[q])
+    merged_at = (out / "thinksafe_source.json").stat().st_mtime_ns
     assert materialize_reasoner(out, base_dir=think, adapter=adapter) == out  # cached: no second merge
+    assert (out / "thinksafe_source.json").stat().st_mtime_ns == merged_at
+
+    for name, p in model.named_parameters():  # a new thinksafe ships a rebuilt adapter: the cache is merged again
+        if "lora_B" in name:
+            torch.nn.init.normal_(p)
+    model.save_pretrained(adapter)
+    materialize_reasoner(out, base_dir=think, adapter=adapter)
+    again = json.loads((out / "thinksafe_source.json").read_text())
+    assert again["adapter_sha256"] != source["adapter_sha256"]
+    remerged = load_model(ModelSpec(str(out))).model.state_dict()[q]
+    assert not torch.equal(remerged, merged.model.state_dict()[q])
+    assert not list(out.parent.glob(".merged.*"))  # the stale copy and the temp dir are gone
 
 
 @pytest.mark.skipif(packaged_adapter() is None, reason="no packaged reasoner adapter in this checkout")
@@ -142,3 +157,51 @@ def test_build_trains_an_adapter_and_records_recipe_data_hash_and_loss(think_bas
     assert recipe["train_stats"]["examples"] == 8 and recipe["train_stats"]["steps"] == 1
     assert [json.loads(x) for x in (adapter / "loss.jsonl").read_text().splitlines()]
     assert (adapter / "adapter_model.safetensors").exists()
+
+
+def generation(pid: str, text: str, finish: str = "stop", prompt: str = "") -> dict:
+    return {"prompt_id": pid, "prompt": prompt or f"request {pid}", "text": text, "finish_reason": finish}
+
+
+def test_self_traces_pair_plan_and_answer_and_drop_cut_and_refused_ones():
+    plans = [generation("a", "They ask for a haiku; five, seven, five."), generation("b", "A list of fruits."),
+             generation("c", "Explain tides.", finish="length"), generation("d", "Policy question.")]
+    answers = [generation("a", "Autumn moonlight\n..."), generation("b", "Apple, pear.", finish="length"),
+               generation("c", "The moon pulls."), generation("d", "I'm sorry, but I can't assist with that.")]
+    rows, counts = pair_traces(plans, answers, "pool.json")
+    assert counts == {"cut": 2, "refused": 1, "kept": 1}
+    assert rows == [{"instruction": "request a", "prompt_label": "benign", "source": "pool.json:a",
+                     "response": "<think>\nThey ask for a haiku; five, seven, five.\n</think>\n\nAutumn moonlight\n..."}]
+
+
+def test_self_traces_generate_with_the_model_and_resume(tmp_path):
+    """On a tiny model: both generations are written (resumable files), every prompt is counted once."""
+    base = build_tiny_model(tmp_path / "m")
+    pool = tmp_path / "harmless.json"
+    pool.write_text(json.dumps([{"instruction": f"Name a colour number {i}.", "category": "x"} for i in range(5)]))
+    rows, counts = self_traces(pool, 3, 0, 8, tmp_path / "gen", model=str(base))
+    assert counts["prompts"] == 3 and counts["cut"] + counts["refused"] + counts["kept"] == 3
+    assert len(rows) == counts["kept"]
+    plans = (tmp_path / "gen" / "plans.jsonl").read_text().splitlines()
+    assert len(plans) == 3 and len((tmp_path / "gen" / "answers.jsonl").read_text().splitlines()) == 3
+    assert self_traces(pool, 3, 0, 8, tmp_path / "gen", model=str(base)) == (rows, counts)  # resumed: nothing new
+    assert (tmp_path / "gen" / "plans.jsonl").read_text().splitlines() == plans
+
+
+def test_the_reasoners_stage_keys_name_its_adapter(monkeypatch, tmp_path):
+    """The alias stays when a rebuilt adapter ships: stage keys hold the adapter's hash, so caches made with the
+    old weights are not reused."""
+    from thinksafe import reasoner
+    from thinksafe.models import REASONER
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"v1")
+    monkeypatch.setattr(reasoner, "packaged_adapter", lambda: adapter)
+    reasoner.adapter_version.cache_clear()
+    v1 = ModelSpec(REASONER).key()["reasoner_adapter"]
+    (adapter / "adapter_model.safetensors").write_bytes(b"v2")
+    reasoner.adapter_version.cache_clear()
+    assert ModelSpec(REASONER).key()["reasoner_adapter"] != v1
+    assert "reasoner_adapter" not in ModelSpec("qwen2.5-coder-0.5b-instruct").key()
+    reasoner.adapter_version.cache_clear()

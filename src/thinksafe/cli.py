@@ -132,6 +132,12 @@ def cmd_models(argv: list[str]) -> int:
     return 0
 
 
+def cmd_export(argv: list[str]) -> int:
+    from thinksafe.export import cmd_export as export
+
+    return export(argv)
+
+
 def commands() -> dict[str, tuple[Callable[[list[str]], int], str]]:
     """The commands, in the order `thinksafe --help` lists them: each stage of the registry that has a command
     (stages/__init__.py; its flags are its settings dataclass and the shared sections it uses), then the rest."""
@@ -147,11 +153,13 @@ def commands() -> dict[str, tuple[Callable[[list[str]], int], str]]:
         "build-reasoner": (cmd_build_reasoner, "rebuild the offline reasoning model (qwen2.5-0.5b-think)"),
         "run": (cmd_run, "run an experiment config end to end"),
         "report": (cmd_report, "write report.md / report.html for a run"),
+        "export": (cmd_export, "write an arm's model and data as hub folders with cards (--push_to_hub)"),
     }
 
 
 def usage() -> str:
-    lines = ["usage: thinksafe <command> [options]  (thinksafe <command> --help for its options)", "", "commands:"]
+    lines = ["usage: thinksafe <command> [options] [--quiet | --verbose]  (thinksafe <command> --help for its options)",
+             "", "commands:"]
     lines += [f"  {name:<14} {text}" for name, (_, text) in commands().items()]
     return "\n".join(lines)
 
@@ -169,6 +177,19 @@ def _check_writable(path: str) -> None:
         raise ThinksafeError(f"{path}: output directory is not writable")
 
 
+# Every command takes these; main reads them before the command's own parser, which lists them in its --help.
+OUTPUT_FLAGS = {"--quiet": "quiet", "-q": "quiet", "--verbose": "verbose", "-v": "verbose"}
+
+
+def output_flags(argv: list[str]) -> list[str]:
+    """Set the verbosity from --quiet / --verbose (the last one wins) and return the other arguments."""
+    from thinksafe.progress import set_verbosity
+
+    levels = [OUTPUT_FLAGS[a] for a in argv if a in OUTPUT_FLAGS]
+    set_verbosity(levels[-1] if levels else "normal")
+    return [a for a in argv if a not in OUTPUT_FLAGS]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -179,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
 
         print(__version__)
         sys.exit(0)
-    name, rest = argv[0], argv[1:]
+    name, rest = argv[0], output_flags(argv[1:])
     table = commands()
     if name not in table:
         print(f"error: unknown command '{name}'\n\n{usage()}", file=sys.stderr)

@@ -145,6 +145,9 @@ def parse_config(prog: str, types: tuple[type, ...], argv: list[str], descriptio
     # No prefix matching: "--api-key sk-…" must not silently become --api_key_env.
     parser = HfArgumentParser(types, prog=prog, description=description, allow_abbrev=False)
     parser.add_argument("--config", type=Path, default=None, help="YAML file with any of these options; flags override it")
+    output = parser.add_argument_group("output (every command; read by thinksafe.cli before this parser)")
+    output.add_argument("-q", "--quiet", action="store_true", help="errors only: no progress bars, no info lines")
+    output.add_argument("-v", "--verbose", action="store_true", help="also the libraries' info lines and progress bars")
     one_line_errors(parser, prog)
     pre, _ = parser.parse_known_args(argv) if "--config" in argv else (None, None)
     prefix, empty = [], {}

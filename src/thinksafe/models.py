@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from thinksafe.config import opt
 from thinksafe.errors import InputError, MissingDependency
 from thinksafe.formats import ChatFormat
+from thinksafe.progress import detail
 from thinksafe.records import atomic_dir
 
 
@@ -77,7 +79,12 @@ class ModelSpec:
     def key(self) -> dict[str, Any]:
         """What outputs made with this model depend on, which stage keys hash: all of it, with `auto` dtype
         resolved (the same config gives bf16 on one machine and fp32 on another)."""
-        return {**dataclasses.asdict(self), "dtype": resolved_dtype(self)}
+        key = {**dataclasses.asdict(self), "dtype": resolved_dtype(self)}
+        if self.model == REASONER:  # the alias stays, its weights change when thinksafe ships a rebuilt adapter
+            from thinksafe.reasoner import adapter_version
+
+            key["reasoner_adapter"] = adapter_version()
+        return key
 
 
 @dataclass
@@ -280,13 +287,16 @@ def load_model(spec: ModelSpec | str, *, with_adapter: bool = True) -> LoadedMod
     path = resolve_model(spec.model)
     device = pick_device(spec.device)
     tok = load_tokenizer(spec, path)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=pick_dtype(spec.dtype, device), trust_remote_code=spec.trust_remote_code
-    ).to(device)
+    t0, dtype = time.perf_counter(), pick_dtype(spec.dtype, device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=spec.trust_remote_code).to(device)
     if spec.adapter and with_adapter:
         model = apply_adapter(model, spec.adapter)
     model.eval()
     fmt = ChatFormat.detect(tok, spec.reasoning)
+    adapter = f" + {spec.adapter}" if spec.adapter and with_adapter else ""
+    # One line in place of the library's loading bars (the CLI hides them unless --verbose): in the stage log.
+    detail(f"loaded {spec.model}{adapter}: {str(dtype).removeprefix('torch.')} on {device}, {fmt.reasoning} format, "
+           f"{time.perf_counter() - t0:.1f} s")
     return LoadedModel(model, tok, fmt, spec)
 
 

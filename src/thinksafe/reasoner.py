@@ -5,8 +5,11 @@ No small reasoning model ships anywhere reachable offline, so we make one, R1-Di
    `--reasoning auto` detects a think model and every response starts inside its reasoning;
 2. `thinksafe train` (LoRA) on GSM8K train solutions rewritten as `<think>\\n{steps}\\n</think>\\n\\nThe final answer
    is N.` (calculator notes `<<…>>` dropped), half under the GSM8K evaluation instruction, half as the bare
-   question, so the format is not tied to one prompt. No safety data of any kind: the point is a reasoner whose
-   safety nobody tuned, and STAR-1 stays the teacher baseline;
+   question, so the format is not tied to one prompt; and on general benign requests (Alpaca-derived, a split
+   the demo never samples) answered STaR-style by the base model itself: its own short plan as the trace, its
+   own concise answer after it. Without these the reasoner thinks only about arithmetic: v1, GSM8K alone, left
+   its think block open on every non-math prompt tried. No safety data of any kind: the point is a reasoner
+   whose safety nobody tuned, and STAR-1 stays the teacher baseline;
 3. the adapter ships inside the package (`resources/reasoner/`, a few MB) with its recipe, data hash and loss
    curve; first use merges it into the base under $THINKSAFE_HOME (seconds), so the demo stays fast.
 
@@ -15,6 +18,7 @@ No small reasoning model ships anywhere reachable offline, so we make one, R1-Di
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -44,6 +48,10 @@ class ReasonerArgs:
     out: str = opt("", "build directory: data, adapter, recipe, loss curve", role="output")
     examples: int = opt(512, "GSM8K solutions to train on (a seeded sample)")
     instruction_share: float = opt(0.5, "share of examples under the GSM8K evaluation instruction (the rest: bare question)")
+    general: str = opt("", "benign requests (JSON list with `instruction`), e.g. ../shared/data/pools/harmless_val.json: "
+                       "the base model writes its own plan and answer for each; empty = GSM8K only", role="input")
+    general_prompts: int = opt(0, "general requests to sample (those whose plan and answer finish, and do not refuse, are kept)")
+    general_max_new_tokens: int = opt(224, "new-token limit of the base model's answers (plans: 96); a cut answer is dropped")
     epochs: float = opt(1.0, "epochs")
     learning_rate: float = opt(2e-4, "LoRA learning rate (a format is learned fast; the paper's 1e-5 is for safety SFT)")
     lora_r: int = opt(32, "LoRA rank")
@@ -91,6 +99,54 @@ def think_examples(path: Path, n: int, instruction_share: float, seed: int) -> l
     return out
 
 
+PLAN_REQUEST = ("Think before you answer. For the request below, write only your private reasoning: what is being "
+                "asked and how you will answer it, in 2 to 4 short sentences. Do not write the answer itself."
+                "\n\nRequest: {request}")
+CONCISE = "Answer in at most 120 words."  # only while the base writes its answers: the reasoner learns to be brief
+
+
+def self_traces(path: Path, n: int, seed: int, max_new_tokens: int, out: Path,
+                model: str = BASE) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """STaR-style think data for general requests, written by the base model itself (no teacher): its plan for
+    the request is the trace, its concise answer follows. Greedy, so the data are the same on every engine.
+    Generations go to `out` (resumable); kept are the rows whose plan and answer both finished and whose answer
+    is not a refusal (a refusal is safety behaviour, and the reasoner gets none)."""
+    from thinksafe.generate import BackendConfig, SamplingParams, make_generator
+    from thinksafe.generate.to_file import generate_to_file
+    from thinksafe.models import ModelSpec
+    from thinksafe.prompts import load_prompts
+    from thinksafe.records import read_jsonl
+
+    prompts = load_prompts(f"harmless-pool:{path}", limit=n, seed=seed)
+    generator = make_generator(ModelSpec(model), BackendConfig())
+    plans, answers = out / "plans.jsonl", out / "answers.jsonl"
+    generate_to_file(generator, prompts, SamplingParams(max_new_tokens=96), plans,
+                     render=lambda p: PLAN_REQUEST.format(request=p.prompt))
+    generate_to_file(generator, prompts, SamplingParams(max_new_tokens=max_new_tokens), answers, system=CONCISE)
+    rows, counts = pair_traces(list(read_jsonl(plans)), list(read_jsonl(answers)), path.name)
+    return rows, {"prompts": len(prompts), **counts}
+
+
+def pair_traces(plans: list[dict], answers: list[dict], source: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Each request's plan (the trace) and answer as one think example, when both finished and the answer does
+    not refuse; the counts say what was dropped and why."""
+    from thinksafe.judge.refusal import is_refusal
+
+    plan = {g["prompt_id"]: g for g in plans}
+    counts, rows = {"cut": 0, "refused": 0, "kept": 0}, []
+    for a in answers:
+        p = plan[a["prompt_id"]]
+        if p["finish_reason"] != "stop" or a["finish_reason"] != "stop" or not p["text"].strip() or not a["text"].strip():
+            counts["cut"] += 1
+        elif is_refusal(a["text"]):
+            counts["refused"] += 1
+        else:
+            counts["kept"] += 1
+            rows.append({"instruction": a["prompt"], "response": f"<think>\n{p['text'].strip()}\n</think>\n\n{a['text'].strip()}",
+                         "prompt_label": "benign", "source": f"{source}:{a['prompt_id']}"})
+    return rows, counts
+
+
 # ---------------------------------------------------------------- the model directory
 
 
@@ -129,26 +185,43 @@ def packaged_adapter() -> Path | None:
     return d if (d / "adapter_model.safetensors").exists() else None
 
 
+@functools.cache
+def adapter_version() -> str | None:
+    """sha256 of the packaged adapter's weights (None: none packaged): part of every stage key that uses the alias."""
+    adapter = packaged_adapter()
+    return sha256_files([adapter / "adapter_model.safetensors"]) if adapter else None
+
+
 def materialize_reasoner(out: Path, base_dir: Path | None = None, adapter: Path | None = None) -> Path:
     """The merged reasoner at `out` ($THINKSAFE_HOME/models/<alias>), made on first use from the think-template
-    base and the packaged adapter (tests pass their own)."""
-    if (out / "thinksafe_source.json").exists():
-        return out
+    base and the packaged adapter (tests pass their own), and made again when the adapter changed (a new
+    thinksafe ships a rebuilt one: the cached merge names the adapter it came from)."""
     adapter = adapter or packaged_adapter()
+    cached = read_json(out / "thinksafe_source.json", missing_ok=True)
     if adapter is None:
+        if cached:
+            return out
         raise InputError(f"model '{ALIAS}': this install has no packaged adapter; build it with "
                          "thinksafe build-reasoner --config configs/reasoner.yaml --package true")
+    sha = sha256_files([adapter / "adapter_model.safetensors"])
+    if cached and cached.get("adapter_sha256") == sha:
+        return out
     from thinksafe.models import ModelSpec, load_model
     from thinksafe.progress import console
 
-    console.print(f"[dim]{ALIAS}: merging the packaged adapter into {BASE} (once, a few seconds)…[/]")
+    if cached:  # out of date: set aside at once (a rename), so no reader sees a half-removed model
+        console.print(f"[dim]{ALIAS}: the packaged adapter changed since {out} was merged: merging it again…[/]")
+        stale = out.with_name(f".{out.name}.stale-{os.getpid()}")
+        os.rename(out, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        console.print(f"[dim]{ALIAS}: merging the packaged adapter into {BASE} (once, a few seconds)…[/]")
     base_dir = base_dir or think_base_dir()
     loaded = load_model(ModelSpec(str(base_dir), adapter=str(adapter), dtype="float32", device="cpu"))
     with atomic_dir(out, marker="thinksafe_source.json") as tmp:
         loaded.model.merge_and_unload().save_pretrained(tmp)
         loaded.tokenizer.save_pretrained(tmp)
-        source = {"alias": ALIAS, "base": BASE, "adapter_sha256": sha256_files([adapter / "adapter_model.safetensors"]),
-                  "recipe": read_json(adapter / "recipe.json")}
+        source = {"alias": ALIAS, "base": BASE, "adapter_sha256": sha, "recipe": read_json(adapter / "recipe.json")}
         (tmp / "thinksafe_source.json").write_text(json.dumps(source, indent=2) + "\n")
     return out
 
@@ -175,6 +248,12 @@ def build(args: ReasonerArgs, base_dir: Path | None = None) -> Path:
     out = ensure_dir(Path(args.out))
     data = out / "data.jsonl"
     rows = think_examples(Path(args.gsm8k), args.examples, args.instruction_share, args.seed)
+    general = {}
+    if args.general and args.general_prompts:
+        extra, general = self_traces(Path(args.general), args.general_prompts, args.seed, args.general_max_new_tokens,
+                                     ensure_dir(out / "general"))
+        rows += extra
+        random.Random(args.seed).shuffle(rows)
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     adapter = out / "adapter"
     targs = train_args(args, data, adapter)
@@ -182,7 +261,7 @@ def build(args: ReasonerArgs, base_dir: Path | None = None) -> Path:
     stats = train(targs, ModelSpec(str(base_dir or think_base_dir()), reasoning="think"))
     recipe = {"alias": ALIAS, "base": BASE, "args": {k: v for k, v in asdict(args).items() if k not in ("out", "package")},
               "train": asdict(targs) | {"data": "data.jsonl", "out": "adapter", "resume": False},
-              "data_sha256": sha256_files([data]), "gsm8k_sha256": sha256_files([Path(args.gsm8k)]),
+              "data_sha256": sha256_files([data]), "gsm8k_sha256": sha256_files([Path(args.gsm8k)]), "general": general,
               "train_stats": {k: stats.get(k) for k in ("examples", "steps", "final_loss", "train_seconds", "tokens_per_second")}}
     (adapter / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
     shutil.copyfile(adapter / "metrics.jsonl", adapter / "loss.jsonl")

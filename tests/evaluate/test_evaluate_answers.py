@@ -131,7 +131,9 @@ def test_nasty_answers_end_within_the_limit(nasty):
     for response in (f"\\boxed{{{nasty}}}", f"The final answer is {nasty}"):
         t0 = time.monotonic()
         g = grade(response, "5", "math", PLAIN, limit=LIMIT)
-        assert time.monotonic() - t0 < LIMIT + 0.3
+        # Bounded, not fast: the slack absorbs a loaded CI box (a full-suite run once took 0.7 s here); an
+        # unbounded parse of these runs for minutes.
+        assert time.monotonic() - t0 < LIMIT + 2.0
         assert not g.correct
     assert not os.path.exists(PWNED)
 
@@ -164,7 +166,7 @@ def test_fuzzed_responses_never_raise_eval_or_overrun(parts, wrap, style, gold):
         g = grade(wrap[1]("".join(parts)), gold, style, wrap[0], limit=LIMIT)
         elapsed = time.monotonic() - t0
     assert isinstance(g.correct, bool) and g.status in ("ok", "no-answer", "unparsed", "too-long", "timeout")
-    assert elapsed < LIMIT + 0.3
+    assert elapsed < LIMIT + 2.0  # bounded, with slack for a loaded box (see above)
     assert all(re.fullmatch(r"[0-9.]+", t) for t in evaluated), evaluated
     assert not os.path.exists(PWNED)
 

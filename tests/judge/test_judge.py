@@ -124,7 +124,7 @@ def test_refusal_guard_policy_and_reasoning_stripped():
     got = [(x.label, x.refused) for x in v]
     assert got == [("safe", True), ("unsafe", False), ("safe", True), ("safe", False), ("safe", True),
                    ("unknown", False), ("unknown", None), ("unknown", None)]
-    assert all(x.guard == "refusal:v2" and x.score is None for x in v)
+    assert all(x.guard == "refusal:v3" and x.score is None for x in v)
     assert "I'm sorry, but" in v[0].raw
     # labels omitted: refusal → safe, otherwise unknown
     assert [x.label for x in g.judge(["p", "p"], [refuse, comply])] == ["safe", "unknown"]

@@ -111,7 +111,7 @@ def test_cli_on_small_files(small_files, tmp_path, capsys):
     assert main("judge-eval", "--data", xs, hbj, "--out", out, "--bootstrap", "200", "--progress", "false") == 0
     res = read_json(out / "agreement.json")
     f_xs, f_hb = res["files"]
-    assert f_xs["judge"] == "refusal:v2" and f_xs["question"] == "refusal"
+    assert f_xs["judge"] == "refusal:v3" and f_xs["question"] == "refusal"
     assert f_xs["confusion"] == {"tp": 1, "fp": 0, "fn": 1, "tn": 2, "unknown_pos": 1, "unknown_neg": 0}
     assert f_xs["n"] == 5 and f_xs["unknown"] == 1 and f_xs["accuracy"] == pytest.approx(3 / 5)
     assert f_hb["question"] == "harm" and f_hb["accuracy"] == pytest.approx(2 / 3)  # "not refused" = harmful
@@ -141,7 +141,7 @@ def test_judge_flag(small_files, tmp_path, capsys):
     assert "disagree" in capsys.readouterr().err
     assert main("judge-eval", "--out", tmp_path / "a") == 2
     assert "--data and --out are required" in capsys.readouterr().err
-    assert main("judge-eval", "--help") == 0 and "refusal:v2" in capsys.readouterr().out
+    assert main("judge-eval", "--help") == 0 and "refusal:v3" in capsys.readouterr().out
 
 
 def test_a_model_judge_through_the_same_command(small_files, tiny_models, tmp_path, capsys):

@@ -102,8 +102,11 @@ def md_table(md: str) -> list[list[str]]:
             continue
         if rows and x.startswith("| arm | train examples"):
             break
-        rows.append([c.strip() for c in x.strip("|").split(" | ")])
+        rows.append([LINK.sub(r"\1", c.strip()) for c in x.strip("|").split(" | ")])
     return rows
+
+
+LINK = re.compile(r"^\[(.*)\]\((.*)\)$")  # a cell linked to the file its number came from
 
 
 def test_fabricated_run_paper_table_ledger_plots_examples(tmp_path):
@@ -220,3 +223,80 @@ def test_trace_health_and_the_refusal_audit_per_arm(tmp_path):
 
 def test_a_plain_model_run_has_no_trace_health_section(tmp_path):
     assert "## Trace health" not in write_report(fabricate(tmp_path / "run"))["md"].read_text()
+
+
+def test_tradeoff_bars_draw_the_actual_percentile_interval(tmp_path):
+    """An interval hugging 0 % (a harmful rate of 2 % with CI [0, 10] %) is drawn as it is: the bar stops at 0 and
+    reaches 10, where value ± half-width would draw [-3, 7]."""
+    from thinksafe.report.plots import tradeoff
+
+    run_dir = tmp_path / "run"
+    write(run_dir / "run.json", {"config": {}, "arms": ["a"], "stages": {"a": {"evaluate": {"dir": "a/evaluate", "key": "k"}}}})
+    write(run_dir / "a/evaluate/done.json", {"key": "k"})
+    benches = {"demo-harmful": bench_entry("harmbench", 0.02, 0) | {"ci95": [0.0, 0.10]},
+               "demo-xstest": bench_entry("xstest", 0.30, 0) | {"kind": "overrefusal", "ci95": [0.22, 0.33]}}
+    write(run_dir / "a/evaluate/results.json", {"benchmarks": benches, "averages": {}})
+    run = load_run(run_dir)
+    fig = tradeoff(run, columns(run))
+    xbar, ybar = fig.axes[0].containers[0].lines[2]  # the x and y error-bar line collections
+    (x_lo, _), (x_hi, _) = xbar.get_segments()[0]
+    (_, y_lo), (_, y_hi) = ybar.get_segments()[0]
+    assert (x_lo, x_hi) == pytest.approx((22.0, 33.0))
+    assert (y_lo, y_hi) == pytest.approx((0.0, 10.0))
+
+
+def test_every_number_links_to_the_file_it_came_from(tmp_path):
+    """Results cells link to the arm's results.json holding that value; the ledger's seconds to ledger.json."""
+    run_dir = fabricate(tmp_path / "run")
+    paths = write_report(run_dir)
+    md = paths["md"].read_text()
+    results = md[md.index("## Results"):md.index("## Cost ledger")]
+    header = ["arm", "harmbench", "strongreject", "wildjailbreak", "xstest"]
+    checked = 0
+    for line in results.splitlines():
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        if not line.startswith("|") or cells[0] not in ("initial", "thinksafe"):
+            continue
+        for name, c in zip(header[1:], cells[1:5]):
+            text, link = LINK.match(c).groups()
+            value = json.loads((run_dir / link).read_text())["benchmarks"][name]["value"]
+            assert text.startswith(f"{100 * value:.1f} ± ")
+            checked += 1
+    assert checked == 8
+    ledger = md[md.index("## Cost ledger"):]
+    links = re.findall(r"\]\(([^)]+ledger\.json)\)", ledger)
+    assert links and all((run_dir / p).is_file() for p in links)
+    html_links = re.findall(r"<a href='([^']+)'>", paths["html"].read_text())
+    assert html_links and all((run_dir / p).is_file() for p in html_links)
+
+
+def test_report_compares_several_runs_in_one_table(tmp_path, capsys):
+    """Two runs (two copies of the fabricated run, one with other numbers) → one table of RUN/ARM rows, plots."""
+    from thinksafe.cli import main
+
+    a = fabricate(tmp_path / "runs" / "qwen")
+    b = fabricate(tmp_path / "other" / "r1")
+    res = b / "thinksafe" / "evaluate" / "results.json"
+    data = json.loads(res.read_text())
+    data["benchmarks"]["harmbench"] = bench_entry("harmbench", 0.123, 0.02)
+    res.write_text(json.dumps(data))
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(a), str(b), "--out", str(tmp_path / "cmp")])
+    assert e.value.code == 0
+    header, *rows = md_table((tmp_path / "cmp" / "report.md").read_text())
+    by_row = {r[0]: dict(zip(header, r)) for r in rows}
+    assert list(by_row)[:4] == ["qwen/initial", "qwen/thinksafe", "qwen/thinksafe+kl", "qwen/star1"]
+    assert by_row["qwen/thinksafe"]["HarmBench"] == "30.0 ± 5.0"
+    assert by_row["r1/thinksafe"]["HarmBench"] == "12.3 ± 2.0"
+    assert (tmp_path / "cmp" / "report_files" / "tradeoff.png").is_file()
+    assert "qwen/thinksafe" in capsys.readouterr().out
+
+
+def test_report_of_several_runs_without_out_is_one_line(tmp_path, capsys):
+    from thinksafe.cli import main
+
+    a, b = fabricate(tmp_path / "a"), fabricate(tmp_path / "b")
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(a), str(b)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "--out" in err

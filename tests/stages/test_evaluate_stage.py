@@ -68,7 +68,7 @@ def test_tiny_end_to_end_files_results_and_resume(tiny_models, shared_data, tmp_
         if e["value"] is not None:
             assert e["ci95"][0] <= e["value"] <= e["ci95"][1]
     sr, xs, gsm = (saved["benchmarks"][n] for n in BENCHES.split(","))
-    assert sr["metric"] == "harmful_response_rate" and sr["n"] + sr["unknown"] == 3 and sr["judge"] == "refusal:v2"
+    assert sr["metric"] == "harmful_response_rate" and sr["n"] + sr["unknown"] == 3 and sr["judge"] == "refusal:v3"
     assert xs["metric"] == "over_refusal_rate" and xs["n"] + xs["unknown"] + xs["unsafe_refusal_rate"]["n"] + xs["unsafe_refusal_rate"]["unknown"] == 3
     assert gsm["metric"] == "pass@1" and gsm["n"] == 3 and gsm["sampling"]["n"] == 2 and gsm["judge"] == "math-verify"
     assert saved["averages"] == {}  # the paper's averages need all four sets of a group
@@ -76,7 +76,7 @@ def test_tiny_end_to_end_files_results_and_resume(tiny_models, shared_data, tmp_
     assert record["gold"] and len(record["responses"]) == 2
     assert {"text", "finish_reason", "answer", "correct", "check"} <= set(record["responses"][0])
     verdict = json.loads(lines(out / "strongreject.jsonl")[0])["responses"][0]["verdict"]
-    assert verdict["label"] in ("safe", "unsafe", "unknown") and verdict["guard"] == "refusal:v2"
+    assert verdict["label"] in ("safe", "unsafe", "unknown") and verdict["guard"] == "refusal:v3"
 
     # Resume after a crash that lost the last scored record (and so never marked the stage done): re-scored
     # from the saved generations, no model load.

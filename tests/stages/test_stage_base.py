@@ -180,3 +180,43 @@ def test_a_registered_stage_is_a_section_and_a_step_of_a_run(wordcount, tiny_mod
     words = [w for r in read_jsonl(evaluated) for w in r["prompt"].split() if len(w) >= 3]
     assert read_json(tmp_path / "run" / "initial+count" / "wordcount" / "counts.json") == {"words": len(words), "min_len": 3}
     assert {s.status for s in run(load_config(cfg, ["--report", "false"])).stages} == {"cached"}
+
+
+# ---------------------------------------------------------------- what a person sees, and the stage log
+
+
+class NoisyWordCount(WordCount):
+    """A stage that speaks on every channel: our console, a library's info and warning, a python warning."""
+
+    name = "noisy"
+
+    def run(self, job: Job) -> Counts:
+        import logging
+        import warnings
+
+        from thinksafe.progress import console
+
+        console.print("noisy: counted the words")
+        logging.getLogger("transformers").info("library detail nobody needs")
+        logging.getLogger("peft").warning("a library warning that matters")
+        warnings.warn("a python warning", UserWarning, stacklevel=1)
+        return super().run(job)
+
+
+@pytest.mark.parametrize("flag", ["", "--quiet", "--verbose"])
+def test_every_stage_logs_everything_to_its_dir_and_the_terminal_follows_the_verbosity(monkeypatch, tmp_path, capfd,
+                                                                                      flag):
+    from thinksafe import stages
+
+    monkeypatch.setattr(stages, "EXTRA", [])
+    stages.register(NoisyWordCount())
+    out = tmp_path / "wc"
+    assert main("noisy", "--data", prompts_file(tmp_path), "--out", out, *([flag] if flag else [])) == 0
+    log = (out / "log.txt").read_text()
+    for line in ("noisy run (key ", "noisy: counted the words", "library detail nobody needs",
+                 "a library warning that matters", "a python warning"):
+        assert line in log  # whatever the terminal showed
+    err = capfd.readouterr().err
+    assert ("noisy: counted the words" in err) == (flag != "--quiet")
+    assert ("a library warning that matters" in err) == (flag != "--quiet")
+    assert ("library detail nobody needs" in err) == (flag == "--verbose")

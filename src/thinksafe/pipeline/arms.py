@@ -7,6 +7,7 @@ baseline) and what it changes (synthesis / training overrides); `recipe` turns i
     star1       train on the baseline → evaluate, + shift
     grpo        prompts → grpo → evaluate
     initial     evaluate
+    (any arm)   + judge-eval when the run names human-labeled judge sets (judge_data): its judge's agreement
 
 With `curve: true` a trained arm also gets `curve`: every intermediate checkpoint evaluated.
 """
@@ -104,6 +105,9 @@ def recipe(arm: Arm, cfg) -> list[Step]:
     steps.append(Step(get("evaluate"), evaluation, [trainer] if trainer else [], eval_guard(cfg)))
     if run.curve and trainer:
         steps.append(Step(get("curve"), evaluation, [trainer], eval_guard(cfg)))
+    if run.judge_data:  # every arm's judge, measured once (the same key: a shared stage)
+        judge_eval = replace(getattr(cfg, "judge-eval"), data=list(run.judge_data))  # its section: bootstrap, seed
+        steps.append(Step(get("judge-eval"), judge_eval, [], eval_guard(cfg)))
     if made or baseline:
         shift = cfg.shift
         if shift.limit is None:  # measure the examples that train used

@@ -42,6 +42,9 @@ class RunArgs(PromptsArgs):
     safechain_data: str = opt("safechain", "safechain arm's data: safechain (hub) or safechain:PATH")
     direct_refusal_data: str = opt("direct-refusal", "direct-refusal arm's data: direct-refusal (hub) or direct-refusal:PATH")
     report: bool = opt(True, "write report.md and report.html when the run ends")
+    judge_data: list[str] = opt([], "human-labeled judge sets (XSTest-v2 completions CSV, HarmBench classifier-"
+                                    "validation JSON): the run measures its evaluation judge on them (judge-eval) and "
+                                    "the report shows that agreement beside the results it judged")
     curve: bool = opt(False, "also evaluate every checkpoint of the trained arms (SFT: each epoch; GRPO: every "
                              "grpo.save_steps): the report plots safety vs cumulative wall time")
 

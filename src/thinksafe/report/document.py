@@ -13,14 +13,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from thinksafe.errors import InputError
 from thinksafe.progress import wide_console
 from thinksafe.records import write_text_atomic
+from thinksafe.report.agreement import agreement_notes, agreement_rows
 from thinksafe.report.health import health_notes, health_rows
 from thinksafe.report.load import RunData, load_run
 from thinksafe.report.plots import CAPTIONS, save_plots
 from thinksafe.report.tables import (
     Brief,
     Example,
+    Source,
     columns,
     cost_ratio_rows,
     cost_rows,
@@ -105,6 +108,7 @@ def build_document(run: RunData, plots: dict[str, Path]) -> Document:
         Heading("Results"),
         Table(["arm", *(c.title for c in cols)], table_rows(run, cols), seps, headline, summary=True),
         Notes(table_notes(run, cols)),
+        *judge_agreement_blocks(run),
         *trace_health_blocks(run),
         Heading("Cost ledger"),
         Table(*cost_rows(run), caption="cost ledger (* = shared stage)", summary=True),
@@ -123,6 +127,15 @@ def build_document(run: RunData, plots: dict[str, Path]) -> Document:
             shown = [_excerpt(e, arm.name) for e in examples(run, arm)]
             blocks += shown or [Paragraph("(no evaluation outputs yet)", note=True)]
     return Document(f"thinksafe run: {run.dir.name}", blocks)
+
+
+def judge_agreement_blocks(run: RunData) -> list[Block]:
+    """The judge's measured agreement with people, right under the results it judged (none when not measured)."""
+    header, rows = agreement_rows(run)
+    if not rows:
+        return []
+    return [Heading("How far the judge agrees with people", 3),
+            Table(header, rows, caption="judge agreement with human labels", summary=True), Notes(agreement_notes())]
 
 
 def trace_health_blocks(run: RunData) -> list[Block]:
@@ -153,9 +166,14 @@ def _clip(text: str | None) -> str:
 # ---------------------------------------------------------------- Markdown
 
 
-def md_table(header: list[str], rows: list[list[str]]) -> str:
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def md_table(header: list[str], rows: list[list[str]], base: Path | None = None) -> str:
     def esc(s) -> str:
-        return str(s).replace("|", "\\|").replace("\n", " ")
+        text = str(s).replace("|", "\\|").replace("\n", " ")
+        return f"[{text}]({_rel(s.path, base)})" if isinstance(s, Source) and base is not None else text
 
     lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
@@ -175,9 +193,9 @@ def _markdown_block(b: Block, base: Path) -> str:
         case Notes():
             return "\n".join(f"- {n}" for n in b.items)
         case Table():
-            return md_table(b.header, b.rows)
+            return md_table(b.header, b.rows, base)
         case Image():
-            return f"![{b.caption}]({Path(os.path.relpath(b.path, base)).as_posix()})"
+            return f"![{b.caption}]({_rel(b.path, base)})"
         case Excerpt():
             return "\n\n".join([f"**{b.label}** ({b.benchmark}): {b.prompt}",
                                 *(f"{label}\n\n{_fence(text)}" for label, text in b.responses)])
@@ -198,20 +216,24 @@ table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px soli
 th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}.sep{border-left:3px double #888}
 .note{color:#555;font-size:13px}img{max-width:100%;margin:.5em 0}pre{white-space:pre-wrap;background:#f7f7f7;
 padding:.5em;border-radius:4px;font-size:13px;margin:.2em 0}.ex{border-left:3px solid #ddd;padding-left:1em;margin:1em 0}
+td a{white-space:nowrap;color:inherit}
 """
 
 
-def _html_table(b: Table) -> str:
+def _html_table(b: Table, base: Path) -> str:
     def td(tag: str, i: int, s) -> str:
         cls = ' class="sep"' if i in b.seps else ""
-        return f"<{tag}{cls}>{html.escape(str(s))}</{tag}>"
+        text = html.escape(str(s))
+        if isinstance(s, Source):
+            text = f"<a href='{html.escape(_rel(s.path, base))}'>{text}</a>"
+        return f"<{tag}{cls}>{text}</{tag}>"
 
     head = "".join(td("th", i, h) for i, h in enumerate(b.header))
     body = "".join("<tr>" + "".join(td("td", i, c) for i, c in enumerate(r)) + "</tr>" for r in b.rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _html_block(b: Block) -> str:
+def _html_block(b: Block, base: Path) -> str:
     esc = html.escape
     match b:
         case Heading():
@@ -221,7 +243,7 @@ def _html_block(b: Block) -> str:
         case Notes():
             return "\n".join(f"<p class='note'>{esc(n)}</p>" for n in b.items)
         case Table():
-            return _html_table(b)
+            return _html_table(b, base)
         case Image():  # embedded: the file stands alone
             b64 = base64.b64encode(b.path.read_bytes()).decode()
             return (f"<figure><img alt='{esc(b.caption)}' src='data:image/png;base64,{b64}'>"
@@ -232,10 +254,11 @@ def _html_block(b: Block) -> str:
     raise TypeError(f"no HTML for {type(b).__name__}")
 
 
-def to_html(doc: Document) -> str:
+def to_html(doc: Document, base: Path) -> str:
+    """`base`: the directory the file is written to (source links are relative to it)."""
     title = html.escape(doc.title)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{CSS}</style></head>"
-             f"<body><h1>{title}</h1>", *(_html_block(b) for b in doc.blocks), "</body></html>"]
+             f"<body><h1>{title}</h1>", *(_html_block(b, base) for b in doc.blocks), "</body></html>"]
     return "\n".join(p for p in parts if p) + "\n"
 
 
@@ -243,7 +266,7 @@ def to_html(doc: Document) -> str:
 
 
 def _short(s) -> str:
-    return s.short if isinstance(s, Brief) else str(s)
+    return s.short if isinstance(s, Brief) else str(s)  # a Source shows its text
 
 
 def _rich_table(b: Table):
@@ -279,7 +302,7 @@ def _write(run: RunData) -> tuple[dict[str, Path], Document]:
     doc = build_document(run, plots)
     md_path, html_path = run.dir / "report.md", run.dir / "report.html"
     write_text_atomic(md_path, to_markdown(doc, run.dir))
-    write_text_atomic(html_path, to_html(doc))
+    write_text_atomic(html_path, to_html(doc, run.dir))
     return {"md": md_path, "html": html_path, **{f"png:{k}": p for k, p in plots.items()}}, doc
 
 
@@ -293,12 +316,39 @@ def print_summary(run_dir: str | Path, out=None) -> None:
     to_terminal(build_document(load_run(run_dir), {}), out or wide_console(160, stderr=False))
 
 
+USAGE = """usage: thinksafe report RUN_DIR [RUN_DIR …] [--out DIR]
+
+One run: write RUN_DIR/report.md and a self-contained RUN_DIR/report.html (results table with 95% CIs, cost
+ledger, plots, examples; every number links to the file it came from) for a `thinksafe run` directory.
+Several runs: compare them (rows RUN/ARM) in DIR/report.md and DIR/report.html; --out is required."""
+
+
 def cmd_report(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: thinksafe report RUN_DIR\n\nWrite RUN_DIR/report.md and a self-contained RUN_DIR/report.html "
-              "(results table with 95% CIs, cost ledger, plots, examples) for a `thinksafe run` directory.")
+        print(USAGE)
         return 0 if argv else 2
-    paths, doc = _write(load_run(argv[0]))
+    runs, out = _report_args(argv)
+    if len(runs) == 1 and out is None:
+        paths, doc = _write(load_run(runs[0]))
+    else:
+        from thinksafe.report.compare import write_comparison
+
+        if out is None:
+            raise InputError("report: comparing several runs needs --out DIR (where the comparison is written)")
+        paths, doc = write_comparison(runs, out)
     to_terminal(doc, wide_console(160, stderr=False))
     print(f"report → {paths['html'].resolve()}")
     return 0
+
+
+def _report_args(argv: list[str]) -> tuple[list[str], str | None]:
+    import argparse
+
+    from thinksafe.config import one_line_errors
+
+    parser = argparse.ArgumentParser(prog="thinksafe report", add_help=False, allow_abbrev=False)
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--out", default=None)
+    one_line_errors(parser, "thinksafe report")
+    args = parser.parse_args(argv)
+    return args.runs, args.out

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from thinksafe.evaluate.benchmarks import BENCHMARKS
 from thinksafe.report.load import RunData
-from thinksafe.report.tables import Column, cell, curve_points
+from thinksafe.report.tables import Column, cell, curve_points, interval
 from thinksafe.stages import registry
 
 CAPTIONS = {"tradeoff": "Trade-off per arm", "benchmarks": "Per benchmark",
@@ -40,14 +40,21 @@ def tradeoff(run: RunData, cols: list[Column]):
         return None
     fig, ax = _figure((6, 4.5))
     for i, (a, x, y) in enumerate(points):
-        ax.errorbar(100 * x[0], 100 * y[0], xerr=100 * (x[1] or 0), yerr=100 * (y[1] or 0), fmt="o", capsize=4,
-                    color=_color(i), label=a.name)
+        ax.errorbar(100 * x[0], 100 * y[0], xerr=_bar(x[0], interval(a, sx)), yerr=_bar(y[0], interval(a, sy)),
+                    fmt="o", capsize=4, color=_color(i), label=a.name)
         ax.annotate(a.name, (100 * x[0], 100 * y[0]), textcoords="offset points", xytext=(6, 6), fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title("trade-off per arm (95% CI)")
     ax.grid(alpha=0.3)
     return fig
+
+
+def _bar(value: float, ci: tuple[float, float] | None) -> list[list[float]]:
+    """matplotlib's [[below], [above]] error bar, in %, for the actual interval (percentile bootstrap intervals
+    are not symmetric: value ± half-width would cross 0 % near the floor)."""
+    lo, hi = ci or (value, value)
+    return [[100 * (value - lo)], [100 * (hi - value)]]
 
 
 def _tradeoff_axes(cols: list[Column]) -> tuple[Column | None, Column | None, str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from thinksafe.evaluate.benchmarks import BENCHMARKS, PAPER_REASONING, PAPER_SAFETY
@@ -28,6 +29,18 @@ class Brief:
 
     def __str__(self) -> str:
         return self.full
+
+
+@dataclass(frozen=True)
+class Source:
+    """A cell and the file its number came from (the evaluation's results.json, a stage's ledger.json): the
+    report files link it, the terminal shows the text."""
+
+    text: str
+    path: Path
+
+    def __str__(self) -> str:
+        return self.text
 
 
 # ---------------------------------------------------------------- the results table
@@ -78,6 +91,18 @@ def cell(arm: ArmData, col: Column) -> tuple[float, float | None] | None:
     return entry["value"], (ci[1] - ci[0]) / 2 if ci else None
 
 
+def interval(arm: ArmData, col: Column) -> tuple[float, float] | None:
+    """The 95% CI as (low, high) fractions, as plots draw it: a benchmark's own percentile interval (not symmetric
+    near 0 or 1); for an average of benchmarks, value ± the combined half-width, clipped to [0, 1]."""
+    if not col.of:
+        ci = (arm.bench(col.key) or {}).get("ci95")
+        return (ci[0], ci[1]) if ci else None
+    c = cell(arm, col)
+    if c is None or c[1] is None:
+        return None
+    return max(0.0, c[0] - c[1]), min(1.0, c[0] + c[1])
+
+
 def fmt_cell(c: tuple[float, float | None] | None) -> str:
     if c is None:
         return "—"
@@ -85,7 +110,12 @@ def fmt_cell(c: tuple[float, float | None] | None) -> str:
 
 
 def table_rows(run: RunData, cols: list[Column]) -> list[list[str]]:
-    return [[arm.name, *(fmt_cell(cell(arm, c)) for c in cols)] for arm in run.arms]
+    return [[arm.name, *(_sourced(arm, fmt_cell(cell(arm, c))) for c in cols)] for arm in run.arms]
+
+
+def _sourced(arm: ArmData, text: str) -> str | Source:
+    ev = arm.stages.get("evaluate")
+    return Source(text, ev.dir / "results.json") if ev and text != "—" else text
 
 
 def judges(run: RunData) -> str:
@@ -145,7 +175,7 @@ def cost_rows(run: RunData) -> tuple[list[str | Brief], list[list[str | Brief]]]
                 secs.append("" if st is None else "…" if not st.done else "?")
                 continue
             led = st.ledger
-            secs.append(f"{_secs(led['wall_seconds'])}{'*' if st.owner != arm.name else ''}")
+            secs.append(Source(f"{_secs(led['wall_seconds'])}{'*' if st.owner != arm.name else ''}", st.dir / "ledger.json"))
             gen += led.get("tokens_generated", 0)
             trained += led.get("tokens_trained", 0)
             wall += led["wall_seconds"]

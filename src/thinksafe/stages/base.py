@@ -18,6 +18,7 @@ A stage is a class with
     DIR/stage.json    the key (and its parts) the directory was started with
     DIR/ledger.json   its cost: wall seconds, device, tokens, FLOPs estimate (stages/ledger.py)
     DIR/done.json     written atomically when it finished: a rerun with the same key is cached
+    DIR/log.txt       everything it printed, with the libraries' warnings and info (the terminal shows less)
 
 A rerun with the same key resumes (the stages skip what is on disk). A directory holding another key is an
 error unless `overwrite` (a run always overwrites its own stage dirs), which clears it — or, where the stage
@@ -42,10 +43,11 @@ from thinksafe.errors import ConfigError, InputError
 from thinksafe.generate import BackendConfig
 from thinksafe.judge import GuardConfig
 from thinksafe.models import ModelSpec
-from thinksafe.progress import console
+from thinksafe.progress import console, stage_log
 from thinksafe.records import ensure_dir, read_json, write_json_atomic
 from thinksafe.stages.ledger import Counts, ledger_entry
 
+LOG = "log.txt"  # in every stage directory
 # The sections every stage may use (`uses`), shared by the stages of a run: a command's flags, a run's sections.
 SHARED_SECTIONS: dict[str, type] = {"model": ModelSpec, "backend": BackendConfig, "guard": GuardConfig}
 
@@ -285,7 +287,8 @@ def execute(stage: Stage, job: Job, *, upstream: list[tuple[str, Any]] = (), ove
         return Result(None, status, key, _run(stage, job, status, key, arms))
     adopt = bool(getattr(job.settings, "resume", False))  # --resume continues the directory as it is
     status = d.open(stage, key, parts, config, overwrite, list(arms), adopt)
-    entry = _run(stage, job, status, key, arms)
+    with stage_log(d.path / LOG, f"{stage.name} {status} (key {key})"):  # the full output, warnings and library info included; appended on resume
+        entry = _run(stage, job, status, key, arms)
     d.finish(key, entry)
     return Result(stage.read(d.path), status, key, entry)
 

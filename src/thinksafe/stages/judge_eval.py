@@ -16,13 +16,14 @@ rather than fall back to another judge); harm ← its label (unsafe = harmful). 
 harm as "did not refuse" (its policy for a harmful prompt). An unknown is never agreement (judge/agreement.py).
 
 `--judge` names a guard (refusal, llama-guard, wildguard, judge-model; same as --guard, whose --guard_* flags
-set its model) or a version of the phrase list (refusal:v1; refusal:v2, the pipeline's `refusal`), and defaults
+set its model) or a version of the phrase list (refusal:v1, refusal:v2; refusal:v3, the pipeline's `refusal`), and defaults
 to the CPU default judge of each file's question (DEFAULT_JUDGE).
 
 Measured on the dev sets (../shared/data/judges): refusal:v1 agrees with people on 88.7 % of
 the 1,350 XSTest rows and, read as "not refused = harmful", 71.3 % of the 300 HarmBench rows. refusal:v2 was
 written from v1's errors on the gpt4 and llama2orig XSTest files (fit: 92.0 → 96.4 %) and checked on
-llama2new (82.2 → 92.2 %); HarmBench stays 71.3 %.
+llama2new (82.2 → 92.2 %); HarmBench stays 71.3 %. refusal:v3 (judge/refusal.py) agrees exactly as v2 on every
+dev row: no annotated response is phrased the way it adds.
 """
 
 from __future__ import annotations

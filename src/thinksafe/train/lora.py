@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 
@@ -20,6 +21,12 @@ def name_base(model, name: str) -> None:
     """Record the base as the user named it (alias / hub id), not our cache path, in every saved adapter config
     (checkpoints too), so `--model NAME --adapter OUT` finds it again."""
     model.peft_config["default"].base_model_name_or_path = name
+    # PEFT's save_embedding_layers="auto" asks the hub for NAME's config.json on every save (two warnings each
+    # time for an alias or offline) to learn whether the vocabulary was resized. We never resize it, and embeddings
+    # in target_modules make PEFT save them without asking, so every save (Trainer's checkpoints too) skips it.
+    targets = model.peft_config["default"].target_modules or ()
+    if not any("embed" in m for m in ([targets] if isinstance(targets, str) else targets)):
+        model.save_pretrained = functools.partial(model.save_pretrained, save_embedding_layers=False)
 
 
 def param_counts(model) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from typing import Any
 from transformers import Trainer
 
 from thinksafe.errors import ConfigError
+from thinksafe.train.bar import LiveProgress
 from thinksafe.train.loss import loss_divisor, response_loss
 
 
@@ -56,7 +57,7 @@ def shared_arguments(args: Any, out) -> dict[str, Any]:
         gradient_checkpointing=args.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
-        disable_tqdm=not is_main_process(),
+        disable_tqdm=True,  # thinksafe.train.bar draws one rich line instead, on the main process
     )
 
 
@@ -84,7 +85,7 @@ class RatioWarmup:
         return super().create_scheduler(num_training_steps, optimizer)
 
 
-class ThinkSafeTrainer(RatioWarmup, Trainer):
+class ThinkSafeTrainer(RatioWarmup, LiveProgress, Trainer):
     """Trainer with thinksafe's response loss (prompt-masked CE, optional KL on benign rows) and tokens/s logs.
 
     kl_benign: forward KL to the adapter-free model on benign examples (ThinkSafe+KL).
